@@ -1,0 +1,1 @@
+"""The sample schema, manifests, importers and the SynthCORE world."""

@@ -1,0 +1,1 @@
+"""Importers that turn other datasets' layouts into planetloc manifests."""

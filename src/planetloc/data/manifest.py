@@ -1,0 +1,255 @@
+"""Read, validate and write manifests (JSONL or Parquet) in the sample schema.
+
+Every error names the file, the row (1-based line for JSONL, 0-based row for Parquet), the
+sample id where known, and the bad field or value, on one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from planetloc.atomic import atomic_path
+from planetloc.data.schema import ALL_FIELDS, Sample, check_record
+from planetloc.errors import PlanetlocError
+
+OnBad = Literal["fail", "skip"]
+FORMATS = (".jsonl", ".parquet")
+
+
+@dataclass
+class BadSample:
+    """A row that failed validation: where it is and why."""
+
+    row: int
+    id: str | None
+    reason: str
+
+
+@dataclass
+class Manifest:
+    """Validated samples, the folder their relative paths start from, and what was skipped."""
+
+    path: Path
+    samples: list[Sample]
+    skipped: list[BadSample] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """Absolute path of an image path stored in this manifest."""
+        return self.root / relative
+
+    def by_split(self, *splits: str) -> list[Sample]:
+        return [s for s in self.samples if s.split in splits]
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise PlanetlocError(
+            f"{path}: unsupported manifest format {suffix!r} (use .jsonl or .parquet)"
+        )
+    return suffix
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield lineno, None, f"text is not valid UTF-8 (byte {err.start})"
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield lineno, None, f"invalid JSON ({err.msg} at column {err.colno})"
+                continue
+            if not isinstance(record, dict):
+                yield lineno, None, "a row must be a JSON object"
+                continue
+            yield lineno, record, None
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise PlanetlocError(f"{path}: cannot read Parquet file ({err})") from None
+    for index, row in enumerate(table.to_pylist()):
+        bad = None
+        for key, value in list(row.items()):
+            if isinstance(value, bytes):
+                try:
+                    row[key] = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad = f"field {key!r} is not valid UTF-8"
+        meta = row.get("meta")
+        if isinstance(meta, str):
+            try:
+                row["meta"] = json.loads(meta) if meta else {}
+            except json.JSONDecodeError:
+                bad = "field 'meta' is not valid JSON"
+        # Parquet has a column for every field: absent optional values come back as None.
+        row = {k: v for k, v in row.items() if not (k in ("street_path", "meta") and v is None)}
+        yield index, (None if bad else row), bad
+
+
+def check_image(path: Path) -> str | None:
+    """Why the image at ``path`` cannot be used, or None when it decodes completely."""
+    if not path.is_file():
+        return "file not found"
+    if path.stat().st_size == 0:
+        return "file is empty (0 bytes)"
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes every byte: truncated PNG/JPEG data fails here
+    except Exception as err:
+        return f"unreadable image ({type(err).__name__}: {err})"
+    return None
+
+
+def _image_problem(sample: Sample, root: Path) -> str | None:
+    for name in ("sat_path", "street_path"):
+        rel = getattr(sample, name)
+        if rel is not None and (why := check_image(root / rel)) is not None:
+            return f"field {name!r} = {rel!r}: {why}"
+    return None
+
+
+def read_manifest(
+    path: str | os.PathLike[str],
+    *,
+    on_bad_sample: OnBad = "fail",
+    check_images: bool = True,
+) -> Manifest:
+    """Read and validate a manifest.
+
+    With ``on_bad_sample="fail"`` the first bad row raises :class:`PlanetlocError`; with
+    ``"skip"`` bad rows are dropped and listed in ``Manifest.skipped``.
+    """
+    mpath = Path(path)
+    if not mpath.is_file():
+        raise PlanetlocError(f"{mpath}: manifest not found")
+    fmt = _format_of(mpath)
+    rows = _iter_jsonl(mpath) if fmt == ".jsonl" else _iter_parquet(mpath)
+    return _validate(rows, mpath, "line" if fmt == ".jsonl" else "row", on_bad_sample, check_images)
+
+
+def _validate(
+    rows: Iterable[tuple[int, dict[str, Any] | None, str | None]],
+    mpath: Path,
+    where: str,
+    on_bad_sample: OnBad,
+    check_images: bool,
+) -> Manifest:
+    if on_bad_sample not in ("fail", "skip"):
+        raise PlanetlocError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
+    samples: list[Sample] = []
+    skipped: list[BadSample] = []
+    seen: set[str] = set()
+
+    def reject(row: int, sid: str | None, reason: str) -> None:
+        label = f"{mpath}: {where} {row}" + (f" (id={sid!r})" if sid else "")
+        if on_bad_sample == "fail":
+            raise PlanetlocError(f"{label}: {reason}")
+        skipped.append(BadSample(row=row, id=sid, reason=reason))
+
+    for row, record, problem in rows:
+        sid = record.get("id") if isinstance(record, dict) else None
+        sid = sid if isinstance(sid, str) else None
+        if problem is None:
+            sample, problem = check_record(record)  # type: ignore[arg-type]
+        if problem is not None:
+            reject(row, sid, problem)
+            continue
+        assert sample is not None
+        if sample.id in seen:
+            reject(row, sample.id, f"duplicate id {sample.id!r}")
+            continue
+        image_problem = _image_problem(sample, mpath.parent) if check_images else None
+        if image_problem is not None:
+            reject(row, sample.id, image_problem)
+            continue
+        seen.add(sample.id)
+        samples.append(sample)
+    if not samples and not skipped:
+        raise PlanetlocError(f"{mpath}: manifest has no samples")
+    return Manifest(path=mpath, samples=samples, skipped=skipped)
+
+
+def write_manifest(samples: Iterable[Sample], path: str | os.PathLike[str]) -> Path:
+    """Atomically write samples as JSONL or Parquet (chosen by the file suffix)."""
+    mpath = Path(path)
+    fmt = _format_of(mpath)
+    rows = [s.to_dict() for s in samples]
+    with atomic_path(mpath) as tmp:
+        if fmt == ".jsonl":
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            columns: dict[str, list[Any]] = {name: [] for name in ALL_FIELDS}
+            for row in rows:
+                for name in ALL_FIELDS:
+                    value = row.get(name)
+                    if name == "meta":
+                        value = json.dumps(value or {}, ensure_ascii=False, sort_keys=True)
+                    columns[name].append(value)
+            schema = pa.schema(
+                [
+                    (name, pa.float64() if name in ("lat", "lon") else pa.string())
+                    for name in ALL_FIELDS
+                ]
+            )
+            pq.write_table(pa.table(columns, schema=schema), tmp)
+    return mpath
+
+
+def skip_report(manifest: Manifest, limit: int = 10) -> str:
+    """One line per skipped-sample reason, for the ``--on-bad-sample skip`` summary."""
+    if not manifest.skipped:
+        return f"{manifest.path}: {len(manifest.samples)} samples, none skipped"
+    ids = [b.id or f"row {b.row}" for b in manifest.skipped[:limit]]
+    more = "" if len(manifest.skipped) <= limit else f" and {len(manifest.skipped) - limit} more"
+    return (
+        f"{manifest.path}: {len(manifest.samples)} samples kept, {len(manifest.skipped)} skipped: "
+        + ", ".join(ids)
+        + more
+    )
+
+
+def build_manifest(
+    records: Iterable[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    on_bad_sample: OnBad = "fail",
+    check_images: bool = True,
+) -> Manifest:
+    """Validate raw records exactly as :func:`read_manifest` would and write the good ones.
+
+    Importers produce raw records; routing them through the reader's validator keeps one set
+    of rules. Errors name the row index among ``records``.
+    """
+    mpath = Path(path)
+    _format_of(mpath)
+    rows = ((index, record, None) for index, record in enumerate(records))
+    staged = _validate(rows, mpath, "record", on_bad_sample, check_images)
+    write_manifest(staged.samples, mpath)
+    return staged

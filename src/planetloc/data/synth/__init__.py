@@ -1,0 +1,1 @@
+"""SynthCORE: a procedural, physically grounded world of regions, tiles and descriptions."""

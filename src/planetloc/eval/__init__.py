@@ -1,0 +1,1 @@
+"""Retrieval and geographic metrics, evaluation protocols and reports."""

@@ -1,0 +1,1 @@
+"""Coordinates, distances, sun geometry and the region catalog."""

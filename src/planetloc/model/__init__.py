@@ -1,0 +1,1 @@
+"""Encoders, physical signatures and the PLANET model."""
