@@ -249,6 +249,8 @@ def build_manifest(
     """
     mpath = Path(path)
     _format_of(mpath)
+    # Relative image paths are checked from the manifest's folder, which must exist for that.
+    mpath.parent.mkdir(parents=True, exist_ok=True)
     rows = ((index, record, None) for index, record in enumerate(records))
     staged = _validate(rows, mpath, "record", on_bad_sample, check_images)
     write_manifest(staged.samples, mpath)
