@@ -13,8 +13,17 @@ import pytest
 from planetloc.cli import main
 from planetloc.data.manifest import Manifest
 
-SUBCOMMANDS = [[], ["synth"], ["validate"], ["import"], ["import", "cvgtext"], ["import", "table"],
-               ["regions"], ["baseline"], ["demo"]]  # fmt: skip
+SUBCOMMANDS = [
+    [],
+    ["synth"],
+    ["validate"],
+    ["import"],
+    ["import", "cvgtext"],
+    ["import", "table"],
+    ["regions"],
+    ["baseline"],
+    ["demo"],
+]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS)

@@ -132,8 +132,17 @@ def test_table_with_column_mapping(tmp_path: Path) -> None:
         writer.writerow(
             [2, "I see tall towers.", "b.jpg", "1.29", "103.85", "singapore", "Asia", "test", "m1"]
         )
-    mapping = parse_mapping(["id=uid", "text=caption", "sat_path=image", "lat=latitude",
-                             "lon=longitude", "region=city", "continent=cont"])  # fmt: skip
+    mapping = parse_mapping(
+        [
+            "id=uid",
+            "text=caption",
+            "sat_path=image",
+            "lat=latitude",
+            "lon=longitude",
+            "region=city",
+            "continent=cont",
+        ]
+    )
     out = tmp_path / "m" / "core.parquet"
     records = import_table(
         table, manifest_dir=out.parent, mapping=mapping, image_root=tmp_path / "imgs"

@@ -121,16 +121,6 @@ def _cmd_regions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_manifest(data: str) -> Path:
-    path = Path(data)
-    if path.is_dir():
-        for name in ("manifest.jsonl", "manifest.parquet"):
-            if (path / name).is_file():
-                return path / name
-        raise PlanetlocError(f"{path}: no manifest.jsonl or manifest.parquet in this folder")
-    return path
-
-
 def _run_baseline(manifest_path: Path, out_dir: Path) -> dict:
     from planetloc.atomic import write_text
     from planetloc.baselines.evaluate import evaluate_text_to_signature, markdown_table
@@ -165,24 +155,157 @@ def _run_baseline(manifest_path: Path, out_dir: Path) -> dict:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    _run_baseline(_resolve_manifest(args.data), Path(args.out))
+    from planetloc.data.manifest import find_manifest
+
+    _run_baseline(find_manifest(args.data), Path(args.out))
     print(f"results in {args.out}/baseline.json, baseline.md, baseline_examples.png")
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from planetloc.train.config import load_config, parse_overrides
+    from planetloc.train.trainer import train
+
+    overrides = parse_overrides(args.set)
+    overrides["data"] = args.data
+    overrides["out"] = args.out
+    cfg = load_config(args.config, method=args.method, overrides=overrides)
+    summary = train(cfg, resume=args.resume)
+    last = next((r for r in reversed(summary["history"]) if "loss" in r), {})
+    print(
+        f"trained {cfg.method} for {summary['steps']} steps; "
+        f"last loss {last.get('loss', float('nan')):.4f}; checkpoint {summary['checkpoint']}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from planetloc.data.manifest import find_manifest, read_manifest
+    from planetloc.eval.evaluate import evaluate_model
+    from planetloc.eval.report import comparison_table, write_report
+    from planetloc.train.checkpoint import load_model
+
+    if args.checkpoint:
+        model = load_model(args.checkpoint)
+    else:
+        from planetloc.model.planet import ModelConfig, Planet
+
+        model = Planet(ModelConfig(backbone=args.backbone))  # zero-shot: untrained heads
+    manifest = read_manifest(find_manifest(args.data))
+    if args.zero_shot_stats or not args.checkpoint:
+        from planetloc.data.images import load_tiles
+        from planetloc.train.data import signatures_of
+
+        train = manifest.by_split("train") or manifest.samples
+        tiles = load_tiles(manifest, train, size=model.cfg.image_size)
+        model.signature_heads.set_statistics(signatures_of(model, tiles))
+    report = evaluate_model(model, manifest, m=args.m, rerank_alpha=args.rerank_alpha)
+    write_report(report, manifest, args.out, name=args.name)
+    print(comparison_table({args.name: report}))
+    print(
+        f"truncated queries: {100 * report['truncated_fraction']:.1f}%; "
+        f"results in {args.out}/{args.name}.json"
+    )
+    return 0
+
+
+def _cmd_convert_openclip(args: argparse.Namespace) -> int:
+    from planetloc.model.openclip import load_openclip
+
+    model = load_openclip(args.checkpoint, args.config)
+    model.save_pretrained(args.out)
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.out)
+    print(
+        f"wrote a transformers CLIP model to {args.out}; train with "
+        f"--set model.backbone=clip-vit-b32 --set model.text_source={args.out}"
+    )
+    return 0
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from planetloc.model.registry import BACKBONES
+
+    for name, spec in sorted(BACKBONES.items()):
+        print(f"{name:18s} {spec['description']}")
+    return 0
+
+
+def _train_or_reuse(cfg, progress: bool = True) -> None:
+    """Train ``cfg``; a finished run is reused and an interrupted one resumed."""
+    from planetloc.train.checkpoint import read_checkpoint
+    from planetloc.train.trainer import CHECKPOINT, train
+
+    ckpt = Path(cfg.out) / CHECKPOINT
+    if ckpt.exists() and read_checkpoint(ckpt)["step"] >= cfg.steps:
+        print(f"   {cfg.method}: reusing the finished run in {cfg.out}")
+        return
+    train(cfg, resume=ckpt.exists(), progress=progress)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from planetloc.atomic import write_text
+    from planetloc.data.manifest import read_manifest
     from planetloc.data.synth.generate import SynthConfig
+    from planetloc.eval.evaluate import evaluate_model
+    from planetloc.eval.figures import recall_curve_png
+    from planetloc.eval.report import comparison_table, recall_curve, write_report
+    from planetloc.train.checkpoint import load_model
+    from planetloc.train.config import load_config
 
     out = Path(args.out)
-    cfg = SynthConfig(seed=args.seed)
+    world = SynthConfig(seed=args.seed)
     print(
-        f"1/2 synthesising SynthCORE ({cfg.regions} regions x {cfg.per_region} samples) "
+        f"1/4 synthesising SynthCORE ({world.regions} regions x {world.per_region} samples) "
         f"in {out / 'world'}"
     )
-    manifest = _synthesise(cfg, out / "world", args.workers)
-    print("2/2 text-to-signature baseline on every evaluation set")
-    _run_baseline(manifest, out)
-    print(f"demo results in {out}")
+    manifest_path = _synthesise(world, out / "world", args.workers)
+    print("2/4 text-to-signature baseline")
+    _run_baseline(manifest_path, out)
+    manifest = read_manifest(manifest_path)
+    reports = {}
+    for i, method in enumerate(("planet", "clip")):
+        print(f"3/4 training {method} ({i + 1}/2, {args.steps} steps, same data and budget)")
+        overrides = {
+            "data": str(manifest_path),
+            "out": str(out / method),
+            "steps": args.steps,
+            "seed": args.seed,
+        }
+        cfg = load_config(method=method, overrides=overrides)
+        _train_or_reuse(cfg)
+        model = load_model(out / method / "checkpoint.pt")
+        reports[method] = evaluate_model(model, manifest, rerank_alpha=cfg.rerank_alpha)
+        write_report(reports[method], manifest, out, name=method)
+    print("4/4 comparison (full gallery; m100 = the 100 tiles nearest the true location)")
+    table = comparison_table(reports) + "\n\n" + comparison_table(reports, "m100")
+    write_text(out / "comparison.md", table + "\n")
+    write_text(
+        out / "comparison.json",
+        json.dumps({m: r["sets"] for m, r in reports.items()}, indent=1) + "\n",
+    )
+    recall_curve_png(
+        {m: recall_curve(r) for m, r in reports.items()},
+        out / "comparison_recall.png",
+        title="SynthCORE world-level test: recall@K",
+    )
+    print(table)
+    print("\nExample queries answered by planet (top-5 locations):")
+    by_id = {s.id: s for s in manifest.samples}
+    for ex in reports["planet"]["examples"]:
+        print(f'\n  "{ex["text"][:150]}..."\n  true location: {ex["lat"]:.5f}, {ex["lon"]:.5f}')
+        for rank, top in enumerate(ex["top"], start=1):
+            from planetloc.geo.coords import haversine_m
+
+            err = float(haversine_m(ex["lat"], ex["lon"], top["lat"], top["lon"]))
+            mark = "  <- true tile" if top["true"] else ""
+            print(
+                f"   #{rank} {top['lat']:.5f}, {top['lon']:.5f}  "
+                f"{by_id[top['id']].region:24s} {err:8.0f} m{mark}"
+            )
+    print(f"\ndemo results in {out}")
     return 0
 
 
@@ -201,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--regions", type=int, default=24, help="number of regions, 1-225 (default 24)")
     p.add_argument(
-        "--per-region", type=int, default=60, help="described samples per region (default 60)"
+        "--per-region", type=int, default=200, help="described samples per region (default 200)"
     )
     p.add_argument("--size", type=int, default=128, help="tile size in pixels (default 128)")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
@@ -229,8 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("root", help="CVG-Text root folder")
     q.add_argument("--out", required=True, help="manifest to write (.jsonl or .parquet)")
     q.add_argument("--city", action="append", help="import only this city (repeatable)")
-    q.add_argument("--view", choices=("panorama", "single"), default="panorama",
-                   help="view type when the annotation path does not say")  # fmt: skip
+    q.add_argument(
+        "--view",
+        choices=("panorama", "single"),
+        default="panorama",
+        help="view type when the annotation path does not say",
+    )
     q.add_argument("--on-bad-sample", choices=("fail", "skip"), default="fail")
     q.set_defaults(func=_cmd_import_cvgtext)
     q = isub.add_parser("table", help="a CSV, JSONL or Parquet table with a column mapping")
@@ -263,6 +390,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="manifest, or a folder holding manifest.jsonl")
     p.add_argument("--out", required=True, help="folder for baseline.json/.md/_examples.png")
     p.set_defaults(func=_cmd_baseline)
+
+    p = sub.add_parser("train", help="train PLANET or a baseline (torchrun for several processes)")
+    p.add_argument("--data", required=True, help="manifest, or a folder holding manifest.jsonl")
+    p.add_argument(
+        "--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl, train_summary.json"
+    )
+    p.add_argument(
+        "--method",
+        choices=("planet", "crosstext2loc", "clip"),
+        help="preset: planet (L_itc + L_phy, 248 tokens), crosstext2loc (L_itc, 248 tokens), "
+        "clip (L_itc, 77 tokens)",
+    )
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. steps=800 or model.backbone=clip-vit-b32 (repeatable)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out exactly where it stopped"
+    )
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on every set, both protocols")
+    p.add_argument("--data", required=True, help="manifest, or a folder holding manifest.jsonl")
+    p.add_argument(
+        "--checkpoint", help="checkpoint.pt of a run; omit for a zero-shot (untrained) model"
+    )
+    p.add_argument("--backbone", default="minilm-cnn", help="backbone of the zero-shot model")
+    p.add_argument("--out", required=True, help="folder for <name>.json/.md and pictures")
+    p.add_argument("--name", default="eval", help="file name stem (default eval)")
+    p.add_argument(
+        "--m", type=int, default=100, help="tiles per query in the m-nearest protocol (default 100)"
+    )
+    p.add_argument(
+        "--rerank-alpha",
+        type=float,
+        default=0.0,
+        help="re-rank the top 50 by s_itc + alpha * physical agreement (default 0: off)",
+    )
+    p.add_argument("--zero-shot-stats", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "convert-openclip", help="turn an open_clip ViT checkpoint into a transformers CLIP folder"
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="open_clip .pt/.bin state dict (RemoteCLIP, GeoRSCLIP...)",
+    )
+    p.add_argument("--config", required=True, help="open_clip_config.json (or a model_cfg JSON)")
+    p.add_argument("--out", required=True, help="output folder (save_pretrained layout)")
+    p.add_argument(
+        "--tokenizer", help="folder or cached hub id of the CLIP tokenizer to copy alongside"
+    )
+    p.set_defaults(func=_cmd_convert_openclip)
+
+    p = sub.add_parser("backbones", help="list the named backbones")
+    p.set_defaults(func=_cmd_backbones)
 
     p = sub.add_parser("demo", help="the main job on the embedded default world")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

@@ -122,6 +122,17 @@ def check_image(path: Path) -> str | None:
     return None
 
 
+def find_manifest(path: str | os.PathLike[str]) -> Path:
+    """A manifest path, or the manifest.jsonl/.parquet inside a dataset folder."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("manifest.jsonl", "manifest.parquet"):
+            if (p / name).is_file():
+                return p / name
+        raise PlanetlocError(f"{p}: no manifest.jsonl or manifest.parquet in this folder")
+    return p
+
+
 def _image_problem(sample: Sample, root: Path) -> str | None:
     for name in ("sat_path", "street_path"):
         rel = getattr(sample, name)

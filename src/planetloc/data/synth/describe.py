@@ -31,7 +31,7 @@ from planetloc.data.synth.world import (
     TREE,
     WATER,
     RegionMap,
-)  # fmt: skip
+)
 
 DIFFICULTY = {
     # (probability a cue is mentioned, probability a mentioned cue is wrong)
@@ -138,11 +138,18 @@ def _sector_stats(region_map: RegionMap, obs: Observer) -> dict[str, dict[str, f
         c = cls[mask]
         counts = np.bincount(c, minlength=16)[:16] / total
         entry = {
-            "bare": counts[BARE], "grass": counts[GRASS], "tree": counts[TREE],
-            "water": counts[WATER], "road": counts[ROAD], "building": counts[BUILDING],
-            "plaza": counts[PLAZA], "sports": counts[SPORTS], "parking": counts[PARKING],
-            "pool": counts[POOL], "rail": counts[RAIL],
-        }  # fmt: skip
+            "bare": counts[BARE],
+            "grass": counts[GRASS],
+            "tree": counts[TREE],
+            "water": counts[WATER],
+            "road": counts[ROAD],
+            "building": counts[BUILDING],
+            "plaza": counts[PLAZA],
+            "sports": counts[SPORTS],
+            "parking": counts[PARKING],
+            "pool": counts[POOL],
+            "rail": counts[RAIL],
+        }
         bmask = mask & (cls == BUILDING)
         entry["height"] = float(np.median(height[bmask])) if bmask.any() else 0.0
         roofs = roof[bmask]
@@ -313,21 +320,39 @@ def describe(
         if rng.random() < p_wrong:
             floors = floors * float(rng.choice([0.4, 2.5]))
         kind = _height_phrase(floors, rng)
-        sentences.append((7, str(rng.choice([
-            f"Most buildings around me are {kind}.",
-            f"The buildings here are mostly {kind}.",
-            f"The surrounding buildings are {kind} structures.",
-        ]))))  # fmt: skip
+        sentences.append(
+            (
+                7,
+                str(
+                    rng.choice(
+                        [
+                            f"Most buildings around me are {kind}.",
+                            f"The buildings here are mostly {kind}.",
+                            f"The surrounding buildings are {kind} structures.",
+                        ]
+                    )
+                ),
+            )
+        )
         if al["roof1"] >= 0:
             c1 = ROOF_NAMES[int(al["roof1"])]
             if rng.random() < p_wrong:
                 c1 = str(rng.choice(ROOF_NAMES))
             both = f"{c1} and {ROOF_NAMES[int(al['roof2'])]}" if al["roof2"] >= 0 else c1
-            sentences.append((7, str(rng.choice([
-                f"The roofs I can see are mostly {both}.",
-                f"Rooftops are predominantly {both}.",
-                f"Most roofs are {both}.",
-            ]))))  # fmt: skip
+            sentences.append(
+                (
+                    7,
+                    str(
+                        rng.choice(
+                            [
+                                f"The roofs I can see are mostly {both}.",
+                                f"Rooftops are predominantly {both}.",
+                                f"Most roofs are {both}.",
+                            ]
+                        )
+                    ),
+                )
+            )
         sentences.append((3, f"The facades are largely {rng.choice(style.facades)}."))
     else:
         sentences.append((6, "There are hardly any buildings around me."))

@@ -45,7 +45,7 @@ class SynthConfig:
     """Everything that determines a world; two runs with equal configs give equal worlds."""
 
     regions: int = 24
-    per_region: int = 60
+    per_region: int = 200
     size: int = 128
     seed: int = 0
     gsd: float = 1.5
@@ -177,9 +177,13 @@ def generate_region(
         text, measured = "", {}
         if split != "gallery":
             text, measured = describe(
-                region_map, scene, Observer(int(row), int(col), heading),
-                intersection=intersection, difficulty=cfg.difficulty, rng=rng,
-            )  # fmt: skip
+                region_map,
+                scene,
+                Observer(int(row), int(col), heading),
+                intersection=intersection,
+                difficulty=cfg.difficulty,
+                rng=rng,
+            )
         buf = io.BytesIO()
         Image.fromarray(tile).save(buf, format="PNG", compress_level=1)
         rel = f"sat/{region.slug}/{sid}.png"

@@ -16,9 +16,19 @@ from planetloc.data.synth.style import LAND_USES, ROOF_COLOURS, ROOF_NAMES, Regi
 # Land-cover classes.
 BARE, GRASS, TREE, WATER, ROAD, BUILDING, PLAZA, SPORTS, PARKING, POOL, RAIL, TRACK = range(12)
 CLASS_NAMES = (
-    "bare", "grass", "tree", "water", "road", "building",
-    "plaza", "sports", "parking", "pool", "rail", "track",
-)  # fmt: skip
+    "bare",
+    "grass",
+    "tree",
+    "water",
+    "road",
+    "building",
+    "plaza",
+    "sports",
+    "parking",
+    "pool",
+    "rail",
+    "track",
+)
 NO_ROOF = 255
 
 
@@ -304,8 +314,19 @@ def _albedo(
     blur = (fine + np.roll(fine, 1, 0) + np.roll(fine, 1, 1) + np.roll(fine, (1, 1), (0, 1))) / 2
     rough = np.zeros(len(CLASS_NAMES), dtype=np.float32)
     rough[[BARE, GRASS, TREE, WATER, ROAD, BUILDING, PLAZA, SPORTS, PARKING, POOL, RAIL, TRACK]] = (
-        0.07, 0.05, 0.16, 0.008, 0.015, 0.02, 0.03, 0.02, 0.02, 0.01, 0.08, 0.02,
-    )  # fmt: skip
+        0.07,
+        0.05,
+        0.16,
+        0.008,
+        0.015,
+        0.02,
+        0.03,
+        0.02,
+        0.02,
+        0.01,
+        0.08,
+        0.02,
+    )
     tex = np.where(cls == TREE, fine, blur) * rough[cls]
     albedo = albedo * (1 + tex[..., None] * 2.0)
 

@@ -1,0 +1,75 @@
+"""Write an evaluation report: JSON (stable schema), a markdown table and pictures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from planetloc.atomic import write_text
+from planetloc.data.manifest import Manifest
+from planetloc.eval.figures import error_map_png, recall_curve_png, retrieval_examples_png
+
+TABLE_KEYS = ("R@1", "R@5", "R@10", "L@50", "L@100", "median_error_km")
+
+
+def comparison_table(reports: dict[str, dict[str, Any]], protocol: str = "full") -> str:
+    """Markdown: one row per (method, evaluation set)."""
+    lines = [
+        f"| method | set | queries | gallery | {' | '.join(TABLE_KEYS)} |",
+        "|---|---|---:|---:|" + "---:|" * len(TABLE_KEYS),
+    ]
+    for method, report in reports.items():
+        for name, entry in report["sets"].items():
+            row = (
+                entry[protocol]
+                if protocol in entry
+                else entry[next(k for k in entry if k.startswith("m"))]
+            )
+            values = " | ".join(f"{row[k]:.2f}" for k in TABLE_KEYS)
+            lines.append(f"| {method} | {name} | {row['queries']} | {row['gallery']} | {values} |")
+    return "\n".join(lines)
+
+
+def recall_curve(report: dict[str, Any], k_max: int = 50) -> list[float]:
+    ranks = [e["rank"] for e in report.get("world_errors", [])]
+    if not ranks:
+        return []
+    return [100.0 * sum(r < k for r in ranks) / len(ranks) for k in range(1, k_max + 1)]
+
+
+def write_report(
+    report: dict[str, Any], manifest: Manifest, out: str | os.PathLike[str], *, name: str
+) -> None:
+    """Write ``<name>.json`` and ``<name>.md``, and ``<name>_{recall,errors,examples}.png``."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / f"{name}.json", json.dumps(report, indent=1) + "\n")
+    m_key = f"m{report['m']}"
+    table = comparison_table({name: report}) + "\n\n" + comparison_table({name: report}, m_key)
+    write_text(folder / f"{name}.md", table + "\n")
+    curve = recall_curve(report)
+    if curve:
+        recall_curve_png(
+            {name: curve}, folder / f"{name}_recall.png", title=f"{name}: world-level recall@K"
+        )
+        points = [(e["lat"], e["lon"], e["rank"]) for e in report["world_errors"]]
+        error_map_png(
+            points, folder / f"{name}_errors.png", title=f"{name}: rank of the true tile per query"
+        )
+    by_id = {s.id: s for s in manifest.samples}
+    examples = [
+        (
+            ex["text"],
+            [
+                (str(manifest.resolve(by_id[t["id"]].sat_path)), t["true"], i + 1)
+                for i, t in enumerate(ex["top"])
+            ],
+        )
+        for ex in report.get("examples", [])
+    ]
+    if examples:
+        retrieval_examples_png(
+            examples, folder / f"{name}_examples.png", title=f"{name}: top-5 tiles"
+        )

@@ -1,0 +1,156 @@
+"""Convert open_clip checkpoints (RemoteCLIP, GeoRSCLIP, SkyCLIP weights) into transformers CLIP.
+
+open_clip stores the OpenAI-CLIP architecture with fused attention projections and its own
+key names; transformers' CLIPModel holds the same weights split and renamed. The converter
+reads the open_clip model config (``open_clip_config.json``'s ``model_cfg``) and the state
+dict, and returns a CLIPModel whose text and image features equal open_clip's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from planetloc.errors import PlanetlocError
+
+_BLOCK = {
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "attn.out_proj": "self_attn.out_proj",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
+}
+
+
+def clip_config_from_openclip(model_cfg: dict[str, Any]) -> Any:
+    """A transformers CLIPConfig with the shapes of an open_clip ``model_cfg``."""
+    from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
+    vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
+    if isinstance(vision.get("layers"), list | tuple):
+        raise PlanetlocError(
+            "open_clip ResNet image towers are not supported; use a ViT checkpoint"
+        )
+    act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    v_width = int(vision["width"])
+    t_width = int(text["width"])
+    text_cfg = CLIPTextConfig(
+        vocab_size=int(text.get("vocab_size", 49408)),
+        hidden_size=t_width,
+        intermediate_size=int(t_width * text.get("mlp_ratio", 4.0)),
+        num_hidden_layers=int(text["layers"]),
+        num_attention_heads=int(text.get("heads", max(1, t_width // 64))),
+        max_position_embeddings=int(text.get("context_length", 77)),
+        projection_dim=int(model_cfg["embed_dim"]),
+        hidden_act=act,
+        eos_token_id=49407,
+        bos_token_id=49406,
+        pad_token_id=0,
+    )
+    vision_cfg = CLIPVisionConfig(
+        hidden_size=v_width,
+        intermediate_size=int(v_width * vision.get("mlp_ratio", 4.0)),
+        num_hidden_layers=int(vision["layers"]),
+        num_attention_heads=int(v_width // int(vision.get("head_width", 64))),
+        image_size=int(vision["image_size"]),
+        patch_size=int(vision["patch_size"]),
+        projection_dim=int(model_cfg["embed_dim"]),
+        hidden_act=act,
+    )
+    return CLIPConfig(
+        text_config=text_cfg.to_dict(),
+        vision_config=vision_cfg.to_dict(),
+        projection_dim=int(model_cfg["embed_dim"]),
+    )
+
+
+def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model"):
+        if key in state and isinstance(state[key], dict):
+            state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _blocks(
+    src: dict[str, torch.Tensor], prefix: str, dst_prefix: str, out: dict[str, torch.Tensor]
+) -> None:
+    index = 0
+    while f"{prefix}{index}.ln_1.weight" in src:
+        p, d = f"{prefix}{index}.", f"{dst_prefix}{index}."
+        for name in ("weight", "bias"):
+            q, k, v = src[f"{p}attn.in_proj_{name}"].chunk(3, dim=0)
+            out[f"{d}self_attn.q_proj.{name}"] = q
+            out[f"{d}self_attn.k_proj.{name}"] = k
+            out[f"{d}self_attn.v_proj.{name}"] = v
+            for old, new in _BLOCK.items():
+                out[f"{d}{new}.{name}"] = src[f"{p}{old}.{name}"]
+        index += 1
+
+
+def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip state-dict keys and layouts -> transformers CLIPModel keys and layouts."""
+    src = _strip(state)
+    required = ("token_embedding.weight", "positional_embedding", "text_projection", "visual.proj")
+    missing = [k for k in required if k not in src]
+    if missing:
+        raise PlanetlocError(f"not an open_clip ViT checkpoint: missing {missing[0]!r}")
+    out: dict[str, torch.Tensor] = {
+        "text_model.embeddings.token_embedding.weight": src["token_embedding.weight"],
+        "text_model.embeddings.position_embedding.weight": src["positional_embedding"],
+        "text_model.final_layer_norm.weight": src["ln_final.weight"],
+        "text_model.final_layer_norm.bias": src["ln_final.bias"],
+        # open_clip multiplies by (width, embed) matrices; nn.Linear stores (out, in).
+        "text_projection.weight": src["text_projection"].t().contiguous(),
+        "vision_model.embeddings.class_embedding": src["visual.class_embedding"],
+        "vision_model.embeddings.position_embedding.weight": src["visual.positional_embedding"],
+        "vision_model.embeddings.patch_embedding.weight": src["visual.conv1.weight"],
+        "vision_model.pre_layrnorm.weight": src["visual.ln_pre.weight"],
+        "vision_model.pre_layrnorm.bias": src["visual.ln_pre.bias"],
+        "vision_model.post_layernorm.weight": src["visual.ln_post.weight"],
+        "vision_model.post_layernorm.bias": src["visual.ln_post.bias"],
+        "visual_projection.weight": src["visual.proj"].t().contiguous(),
+        "logit_scale": src["logit_scale"].reshape(()),
+    }
+    _blocks(src, "transformer.resblocks.", "text_model.encoder.layers.", out)
+    _blocks(src, "visual.transformer.resblocks.", "vision_model.encoder.layers.", out)
+    return out
+
+
+def load_openclip(
+    checkpoint: str | os.PathLike[str], config: str | os.PathLike[str] | dict[str, Any]
+) -> Any:
+    """A transformers CLIPModel holding the weights of an open_clip checkpoint.
+
+    ``config`` is an ``open_clip_config.json`` path (its ``model_cfg``) or the model_cfg dict.
+    """
+    from transformers import CLIPModel
+
+    if not isinstance(config, dict):
+        path = Path(config)
+        if not path.is_file():
+            raise PlanetlocError(f"{path}: open_clip config not found")
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        config = raw.get("model_cfg", raw)
+    ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        raise PlanetlocError(f"{ckpt}: checkpoint not found")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise PlanetlocError(
+            f"{ckpt}: cannot read checkpoint ({type(err).__name__}: {err})"
+        ) from None
+    model = CLIPModel(clip_config_from_openclip(config))
+    converted = convert_state_dict(state)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise PlanetlocError(
+            f"{ckpt}: checkpoint does not fit the config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.eval()

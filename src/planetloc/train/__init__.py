@@ -1,0 +1,1 @@
+"""Losses, data pipeline, configuration, checkpoints and the trainer (single process or DDP)."""

@@ -1,0 +1,52 @@
+"""Contrastive losses of PLANET: L = L_itc + lambda * (L_color + L_struc + L_tex)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MAX_LOGIT_SCALE = 100.0
+
+
+def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between row-aligned unit vectors ``a`` and ``b`` (B, D).
+
+    Row i of ``a`` and row i of ``b`` are a positive pair, every other row a negative; the
+    temperature is learnable as exp(log_scale), capped at 100 as in CLIP.
+    """
+    scale = log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+    logits = scale * a @ b.t()
+    labels = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    itc: torch.Tensor
+    phys: dict[str, torch.Tensor]
+
+    def as_floats(self) -> dict[str, float]:
+        out = {"loss": float(self.total.detach()), "loss_itc": float(self.itc.detach())}
+        out.update({f"loss_{k}": float(v.detach()) for k, v in self.phys.items()})
+        return out
+
+
+def planet_loss(
+    text_global: torch.Tensor,
+    image_global: torch.Tensor,
+    log_scale: torch.Tensor,
+    text_phys: dict[str, torch.Tensor],
+    tile_phys: dict[str, torch.Tensor],
+    phys_log_scales: dict[str, torch.Tensor],
+    *,
+    lambda_phy: float,
+    branches: tuple[str, ...],
+) -> LossParts:
+    """The full objective on one (global) batch. With ``lambda_phy == 0`` it is CLIP's."""
+    itc = symmetric_info_nce(text_global, image_global, log_scale)
+    phys = {k: symmetric_info_nce(text_phys[k], tile_phys[k], phys_log_scales[k]) for k in branches}
+    total = itc + lambda_phy * sum(phys.values()) if phys and lambda_phy > 0 else itc
+    return LossParts(total=total, itc=itc, phys=phys)
