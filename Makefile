@@ -27,6 +27,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/synthcore.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

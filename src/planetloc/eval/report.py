@@ -32,6 +32,16 @@ def comparison_table(reports: dict[str, dict[str, Any]], protocol: str = "full")
     return "\n".join(lines)
 
 
+def region_table(report: dict[str, Any]) -> str:
+    """Markdown: full-gallery recall of each region, per evaluation set."""
+    lines = ["| set | region | queries | R@1 | R@5 | R@10 |", "|---|---|---:|---:|---:|---:|"]
+    for name, entry in report["sets"].items():
+        for region, row in entry["regions"].items():
+            recall = " | ".join(f"{row[k]:.2f}" for k in ("R@1", "R@5", "R@10"))
+            lines.append(f"| {name} | {region} | {row['queries']} | {recall} |")
+    return "\n".join(lines)
+
+
 def recall_curve(report: dict[str, Any], k_max: int = 50) -> list[float]:
     ranks = [e["rank"] for e in report.get("world_errors", [])]
     if not ranks:
@@ -48,6 +58,7 @@ def write_report(
     write_text(folder / f"{name}.json", json.dumps(report, indent=1) + "\n")
     m_key = f"m{report['m']}"
     table = comparison_table({name: report}) + "\n\n" + comparison_table({name: report}, m_key)
+    table += "\n\n" + region_table(report)
     write_text(folder / f"{name}.md", table + "\n")
     curve = recall_curve(report)
     if curve:

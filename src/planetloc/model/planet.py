@@ -304,3 +304,21 @@ class Planet(nn.Module):
 
     def tile_signatures(self, tiles: torch.Tensor) -> dict[str, torch.Tensor]:
         return physical_signatures(tiles, self.cfg.signature)
+
+    @torch.no_grad()
+    def explain(self, texts: list[str], tiles: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-branch physical agreement of every text with every tile, (T, N) cosines each.
+
+        ``color``, ``struc`` and ``tex`` say how well what a description implies about colour,
+        layout orientation and texture matches what the tile's pixels show; ``global`` is the
+        retrieval score.
+        """
+        was_training = self.training
+        self.eval()
+        enc, _ = self.tokenize(texts)
+        text = self.encode_text(enc["input_ids"], enc["attention_mask"])
+        tile_phys = self.encode_signatures(self.tile_signatures(tiles))
+        out = {k: text.phys[k] @ tile_phys[k].t() for k in BRANCHES}
+        out["global"] = text.global_ @ self.encode_image(tiles).t()
+        self.train(was_training)
+        return out

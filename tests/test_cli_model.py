@@ -1,0 +1,166 @@
+"""The model commands: train, evaluate (with reports), convert-openclip, backbones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from planetloc.cli import main
+from planetloc.data.manifest import Manifest
+from planetloc.train.checkpoint import load_model
+
+TINY = [
+    "--set",
+    "model.backbone=tiny-bert-cnn",
+    "--set",
+    "model.embed_dim=32",
+    "--set",
+    "model.head_dim=32",
+    "--set",
+    "model.phys_dim=16",
+    "--set",
+    "model.heads=2",
+    "--set",
+    "model.image_size=64",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "eval_every=0",
+]
+
+
+@pytest.mark.parametrize("words", [["train"], ["evaluate"], ["convert-openclip"], ["backbones"]])
+def test_model_commands_have_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*words, "--help"])
+    assert info.value.code == 0 and "usage: planetloc" in capsys.readouterr().out
+
+
+def test_train_then_evaluate_writes_every_report(small_world: Manifest, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(small_world.root),
+                "--out",
+                str(run),
+                "--method",
+                "planet",
+                "--set",
+                "steps=4",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert (run / "checkpoint.pt").is_file() and (run / "train_summary.json").is_file()
+    assert (
+        main(
+            ["train", "--data", str(small_world.root), "--out", str(run), "--set", "steps=4", *TINY]
+        )
+        == 2
+    )
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(small_world.root),
+                "--checkpoint",
+                str(run / "checkpoint.pt"),
+                "--out",
+                str(out),
+                "--name",
+                "tiny",
+                "--rerank-alpha",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "tiny.json").read_text())
+    assert set(report) == {
+        "truncated_fraction",
+        "rerank_alpha",
+        "m",
+        "sets",
+        "examples",
+        "world_errors",
+    }
+    world = report["sets"]["world"]
+    assert set(world) == {"full", "m100", "regions"}
+    assert {
+        "R@1",
+        "R@5",
+        "R@10",
+        "L@50",
+        "L@100",
+        "L@150",
+        "mean_error_km",
+        "median_error_km",
+        "acc@1km",
+        "acc@25km",
+        "acc@200km",
+        "acc@750km",
+        "acc@2500km",
+    } <= set(world["full"])
+    assert world["full"]["gallery"] > world["full"]["queries"]
+    md = (out / "tiny.md").read_text()
+    assert "| tiny | world |" in md and "| world |" in md
+    for suffix in ("recall", "errors", "examples"):
+        assert (out / f"tiny_{suffix}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_explain_gives_per_branch_agreement(small_world: Manifest, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert (
+        main(
+            ["train", "--data", str(small_world.root), "--out", str(run), "--set", "steps=2", *TINY]
+        )
+        == 0
+    )
+    model = load_model(run / "checkpoint.pt")
+    tiles = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    scores = model.explain(["I stand by a river.", "Tall towers around me."], tiles)
+    assert set(scores) == {"color", "struc", "tex", "global"}
+    assert all(v.shape == (2, 3) and v.abs().max() <= 1.0 + 1e-5 for v in scores.values())
+
+
+def test_convert_openclip_command_writes_a_loadable_folder(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import CLIPModel
+
+    fixture = shared_dir / "fixtures" / "openclip-tiny"
+    out = tmp_path / "converted"
+    assert (
+        main(
+            [
+                "convert-openclip",
+                "--checkpoint",
+                str(fixture / "open_clip_model.pt"),
+                "--config",
+                str(fixture / "open_clip_config.json"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    ref = torch.load(fixture / "reference_io.pt", weights_only=False)
+    with torch.no_grad():
+        text = CLIPModel.from_pretrained(out).get_text_features(input_ids=ref["token_ids"])
+    text = getattr(text, "pooler_output", text)
+    assert (text - ref["text_embeds"]).abs().max() <= 1e-4
+
+
+def test_backbones_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "minilm-cnn" in out and "clip-vit-l14-336" in out and "openclip" in out
