@@ -70,54 +70,68 @@ def main() -> int:
     manifest = read_manifest(generate_world(SynthConfig(), work / "world", workers=2))
     results: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     timings: dict[str, float] = {}
+    baseline = evaluate_text_to_signature(manifest)["sets"]["world"]["baseline"]
+    chance = float("nan")
     for seed in args.seeds:
         for variant in args.variants:
             start = time.perf_counter()
-            if variant == "zero-shot":
-                torch.manual_seed(seed)
-                cfg = load_config(method="planet", overrides={"seed": seed})
-                model = Planet(cfg.model)
-                tiles = load_tiles(
-                    manifest, manifest.by_split("train"), size=cfg.model.image_size, progress=False
-                )
-                model.signature_heads.set_statistics(signatures_of(model, tiles))
-                report = evaluate_model(model, manifest, progress=False)
-            else:
-                base = "planet" if variant == "planet+rerank" else variant
-                method, extra = TRAINED[base]
-                out = work / f"{base}-seed{seed}"
-                cfg = load_config(
-                    method=method,
-                    overrides={
-                        "data": str(manifest.path),
-                        "out": str(out),
-                        "steps": args.steps,
-                        "seed": seed,
-                        **extra,
-                    },
-                )
-                ckpt = out / "checkpoint.pt"
-                if not (ckpt.exists() and read_checkpoint(ckpt)["step"] >= args.steps):
-                    train(cfg, resume=ckpt.exists(), progress=False)
-                alpha = RERANK_ALPHA if variant == "planet+rerank" else 0.0
-                report = evaluate_model(
-                    load_model(ckpt), manifest, progress=False, rerank_alpha=alpha
-                )
+            report = run_variant(variant, seed, args.steps, manifest, work)
+            chance = 100.0 / report["sets"]["world"]["full"]["gallery"]
             results[variant].append(world_row(report))
             timings[f"{variant}-seed{seed}"] = round(time.perf_counter() - start, 1)
             print(f"seed {seed} {variant:18s} {world_row(report)}", flush=True)
-    chance = 100.0 / report["sets"]["world"]["full"]["gallery"]
-    baseline = evaluate_text_to_signature(manifest)["sets"]["world"]["baseline"]
-    summary = {}
+            # Written after every run: an interrupted benchmark still leaves its numbers.
+            write_results(args, results, timings, chance, baseline)
     print(f"\n{'variant':18s} " + " ".join(f"{k:>14s}" for k in ("R@1", "R@5", "R@10", "m100 R@1")))
-    for variant, rows in results.items():
-        stats = {
-            k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows])))
-            for k in rows[0]
-        }
-        summary[variant] = {k: {"mean": m, "std": s} for k, (m, s) in stats.items()}
-        print(f"{variant:18s} " + " ".join(f"{m:7.2f} +- {s:4.2f}" for m, s in stats.values()))
+    for variant, stats in summarise(results).items():
+        print(
+            f"{variant:18s} "
+            + " ".join(f"{v['mean']:7.2f} +- {v['std']:4.2f}" for v in stats.values())
+        )
     print(f"chance R@1 {chance:.3f}; text-to-signature baseline R@1 {baseline['R@1']:.2f}")
+    return 0
+
+
+def run_variant(variant: str, seed: int, steps: int, manifest, work: Path) -> dict:
+    if variant == "zero-shot":
+        torch.manual_seed(seed)
+        cfg = load_config(method="planet", overrides={"seed": seed})
+        model = Planet(cfg.model)
+        tiles = load_tiles(
+            manifest, manifest.by_split("train"), size=cfg.model.image_size, progress=False
+        )
+        model.signature_heads.set_statistics(signatures_of(model, tiles))
+        return evaluate_model(model, manifest, progress=False)
+    base = "planet" if variant == "planet+rerank" else variant
+    method, extra = TRAINED[base]
+    out = work / f"{base}-seed{seed}"
+    overrides = {"data": str(manifest.path), "out": str(out), "steps": steps, "seed": seed, **extra}
+    cfg = load_config(method=method, overrides=overrides)
+    ckpt = out / "checkpoint.pt"
+    if not (ckpt.exists() and read_checkpoint(ckpt)["step"] >= steps):
+        train(cfg, resume=ckpt.exists(), progress=False)
+    alpha = RERANK_ALPHA if variant == "planet+rerank" else 0.0
+    return evaluate_model(load_model(ckpt), manifest, progress=False, rerank_alpha=alpha)
+
+
+def summarise(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    out = {}
+    for variant, rows in results.items():
+        if rows:
+            out[variant] = {
+                k: {
+                    "mean": float(np.mean([r[k] for r in rows])),
+                    "std": float(np.std([r[k] for r in rows])),
+                    "n": len(rows),
+                }
+                for k in rows[0]
+            }
+    return out
+
+
+def write_results(
+    args: argparse.Namespace, results: dict, timings: dict, chance: float, baseline: dict
+) -> None:
     payload = {
         "benchmark": "synthcore",
         "world": "SynthConfig() default, seed 0",
@@ -126,7 +140,7 @@ def main() -> int:
         "rerank_alpha": RERANK_ALPHA,
         "chance_R@1": chance,
         "text_to_signature_baseline": baseline,
-        "summary": summary,
+        "summary": summarise(results),
         "per_seed": results,
         "seconds": timings,
         "machine": {
@@ -137,7 +151,6 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(payload, indent=1) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,3 +27,49 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent: the shared fixtures are not available on this machine")
     return path
+
+
+TINY_TRAIN = {
+    "model.backbone": "tiny-bert-cnn",
+    "model.embed_dim": 32,
+    "model.head_dim": 32,
+    "model.phys_dim": 16,
+    "model.heads": 2,
+    "model.image_size": 64,
+    "batch_size": 16,
+    "steps": 3,
+    "eval_every": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(small_world: Manifest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from planetloc.train.config import load_config
+    from planetloc.train.trainer import train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    train(
+        load_config(
+            method="planet",
+            overrides={"data": str(small_world.path), "out": str(out), **TINY_TRAIN},
+        ),
+        progress=False,
+    )
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_index(
+    small_world: Manifest, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    from planetloc.index.store import build_index
+
+    out = tmp_path_factory.mktemp("index")
+    return build_index(
+        tiny_checkpoint,
+        small_world.path,
+        out,
+        splits=("test", "gallery"),
+        shard_size=64,
+        progress=False,
+    )

@@ -245,6 +245,77 @@ def _train_or_reuse(cfg, progress: bool = True) -> None:
     train(cfg, resume=ckpt.exists(), progress=progress)
 
 
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from planetloc.index.store import IndexParams, build_index
+
+    params = IndexParams(kind=args.kind, dtype=args.dtype)
+    splits = tuple(args.split) if args.split else None
+    out = build_index(
+        args.checkpoint,
+        args.gallery,
+        args.out,
+        params=params,
+        splits=splits,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+    )
+    info = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    print(
+        f"indexed {info['count']} tiles "
+        f"({info['params']['kind']}, {info['params']['dtype']}) in {out}"
+    )
+    return 0
+
+
+def _parse_floats(value: str, count: int, what: str) -> tuple[float, ...]:
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise PlanetlocError(f"{what} {value!r} must be {count} comma-separated numbers") from None
+    if len(parts) != count:
+        raise PlanetlocError(f"{what} {value!r} must be {count} comma-separated numbers")
+    return parts
+
+
+def _cmd_locate(args: argparse.Namespace) -> int:
+    from planetloc.index.locate import Locator
+    from planetloc.index.priors import Prior
+
+    near = _parse_floats(args.near, 2, "--near") if args.near else None
+    bbox = _parse_floats(args.bbox, 4, "--bbox") if args.bbox else None
+    prior = Prior(
+        bbox=bbox,
+        near=near,
+        radius_km=args.radius_km,
+        nearest=args.nearest,
+        regions=tuple(args.region or ()),
+    )
+    locator = Locator.open(args.index, checkpoint=args.checkpoint)
+    result = locator.locate(args.text, k=args.k, prior=None if prior.empty else prior)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0
+    for rank, hit in enumerate(result.tiles, start=1):
+        phys = " ".join(f"{k} {v:+.2f}" for k, v in hit.physics.items())
+        print(
+            f"#{rank} {hit.lat:.6f}, {hit.lon:.6f}  {hit.region:24s} "
+            f"score {hit.score:.3f}  ({phys})  {hit.id}"
+        )
+    if result.estimate:
+        e = result.estimate
+        print(f"estimate: {e.lat:.6f}, {e.lon:.6f} +- {e.radius_m:.0f} m")
+    else:
+        print("no tile satisfies the prior")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from planetloc.serve.app import serve
+
+    serve(args.index, host=args.host, port=args.port, checkpoint=args.checkpoint)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from planetloc.atomic import write_text
     from planetloc.data.manifest import read_manifest
@@ -452,6 +523,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list the named backbones")
     p.set_defaults(func=_cmd_backbones)
+
+    p = sub.add_parser("index", help="build a searchable gallery index")
+    isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = isub.add_parser("build", help="encode gallery tiles (resumable) and build a FAISS index")
+    q.add_argument("--checkpoint", required=True, help="checkpoint.pt of a trained run")
+    q.add_argument("--gallery", required=True, help="manifest (or folder) of the gallery tiles")
+    q.add_argument("--out", required=True, help="index folder")
+    q.add_argument(
+        "--kind",
+        choices=("flat", "hnsw", "ivfpq"),
+        default="flat",
+        help="flat: exact inner product (default); hnsw, ivfpq: approximate, for large galleries",
+    )
+    q.add_argument(
+        "--dtype", choices=("float16", "float32"), default="float16", help="stored embeddings"
+    )
+    q.add_argument(
+        "--split", action="append", help="only tiles of this split (repeatable; default all)"
+    )
+    q.add_argument("--shard-size", type=int, default=4096, help="tiles per resumable shard")
+    q.add_argument("--batch-size", type=int, default=128)
+    q.set_defaults(func=_cmd_index_build)
+
+    p = sub.add_parser("locate", help="where am I? rank gallery tiles for a description")
+    p.add_argument("text", help="the ground-level description")
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the one that built the index)")
+    p.add_argument("-k", type=int, default=5, help="tiles to return, 1-100 (default 5)")
+    p.add_argument("--near", metavar="LAT,LON", help="prior: near this point")
+    p.add_argument("--radius-km", type=float, help="prior: within this distance of --near")
+    p.add_argument(
+        "--nearest", type=int, metavar="M", help="prior: only the M tiles nearest --near"
+    )
+    p.add_argument("--region", action="append", help="prior: only this region (repeatable)")
+    p.add_argument("--bbox", metavar="W,S,E,N", help="prior: inside this bounding box")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_locate)
+
+    p = sub.add_parser("serve", help="HTTP API and map page over an index")
+    p.add_argument("--index", required=True, help="index folder")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the one that built the index)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="the main job on the embedded default world")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

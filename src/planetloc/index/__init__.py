@@ -1,0 +1,1 @@
+"""Gallery indexes: encoded tiles, FAISS search, geographic priors, and ``locate``."""
