@@ -113,8 +113,6 @@ def main() -> int:
         build = time.perf_counter() - start
         if kind == "hnsw":
             index.hnsw.efSearch = params.ef_search
-        if kind == "ivfpq":
-            index.nprobe = params.nprobe
 
         def fn(q: np.ndarray, index=index) -> np.ndarray:
             return index.search(q, k)[1]

@@ -164,3 +164,61 @@ def test_backbones_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "minilm-cnn" in out and "clip-vit-l14-336" in out and "openclip" in out
+
+
+def test_demo_options_parse() -> None:
+    from planetloc.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--out", "x", "--steps", "7"])
+    assert (args.out, args.steps, args.seed, args.workers) == ("x", 7, 0, 2)
+
+
+def test_index_build_and_locate_commands(
+    tiny_checkpoint: Path, small_world: Manifest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "idx"
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--gallery",
+                str(small_world.root),
+                "--out",
+                str(out),
+                "--split",
+                "test",
+                "--shard-size",
+                "50",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    query = small_world.by_split("test")[0]
+    assert (
+        main(
+            [
+                "locate",
+                query.text,
+                "--index",
+                str(out),
+                "-k",
+                "3",
+                "--json",
+                "--near",
+                f"{query.lat},{query.lon}",
+                "--radius-km",
+                "2",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["tiles"]) == 3 and {t["region"] for t in result["tiles"]} == {query.region}
+    assert main(["locate", "", "--index", str(out)]) == 2
+    assert "the description is empty" in capsys.readouterr().err
+    assert main(["locate", "trees", "--index", str(out), "--near", "north"]) == 2
+    assert "--near 'north' must be 2 comma-separated numbers" in capsys.readouterr().err

@@ -568,10 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default world")
+    p = sub.add_parser("demo", help="the main job on the embedded default: synth, train, compare")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=300, help="training steps per model (default 300)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

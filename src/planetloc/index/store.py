@@ -49,7 +49,8 @@ class IndexParams:
     nlist: int = 0  # IVF cells; 0 = about 4 * sqrt(N)
     pq_m: int = 0  # PQ sub-quantisers; 0 = dim / 4
     pq_bits: int = 8
-    nprobe: int = 32
+    nprobe: int = 64
+    refine: int = 8  # IVF-PQ: re-rank refine * k candidates with exact vectors (0 = off)
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -84,7 +85,7 @@ def make_faiss(vectors: np.ndarray, params: IndexParams) -> Any:
         index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params.ef_construction
     else:
-        nlist = params.nlist or max(1, int(4 * np.sqrt(n)))
+        nlist = params.nlist or max(1, int(2 * np.sqrt(n)))
         pq_m = params.pq_m or max(1, dim // 4)
         if dim % pq_m:
             raise PlanetlocError(f"pq_m={pq_m} must divide the embedding size {dim}")
@@ -94,11 +95,18 @@ def make_faiss(vectors: np.ndarray, params: IndexParams) -> Any:
         params.pq_bits = min(params.pq_bits, max(1, int(np.log2(n))))
         params.nlist, params.pq_m = nlist, pq_m
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(
+        ivf = faiss.IndexIVFPQ(
             quantizer, dim, nlist, pq_m, params.pq_bits, faiss.METRIC_INNER_PRODUCT
         )
-        sample = vectors[np.random.default_rng(0).permutation(n)[: max(256 * nlist, 100_000)]]
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        # k-means needs tens of points per cell, not the whole gallery.
+        train_n = min(n, max(64 * nlist, 2**params.pq_bits * 40))
+        sample = vectors[np.sort(np.random.default_rng(0).permutation(n)[:train_n])]
+        ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
+        ivf.nprobe = params.nprobe
+        index = ivf
+        if params.refine:
+            index = faiss.IndexRefineFlat(ivf)
+            index.k_factor = float(params.refine)
     for start in range(0, n, 100_000):
         index.add(np.ascontiguousarray(vectors[start : start + 100_000], dtype=np.float32))
     return index
@@ -265,7 +273,7 @@ class GalleryIndex:
         if params["kind"] == "hnsw":
             index.hnsw.efSearch = params["ef_search"]
         elif params["kind"] == "ivfpq":
-            index.nprobe = params["nprobe"]
+            faiss.extract_index_ivf(index).nprobe = params["nprobe"]
         return cls(
             folder=root,
             info=info,
@@ -333,6 +341,11 @@ class GalleryIndex:
             )
         elif kind == "ivfpq":
             sp = faiss.SearchParametersIVF(sel=selector, nprobe=self.info["params"]["nprobe"])
+            if self.info["params"].get("refine"):
+                sp = faiss.IndexRefineSearchParameters(
+                    k_factor=float(self.info["params"]["refine"]), base_index_params=sp
+                )
+                sp.sel = selector
         else:
             sp = faiss.SearchParameters(sel=selector)
         return self.faiss_index.search(q, k, params=sp)
