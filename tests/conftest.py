@@ -29,17 +29,16 @@ def shared_dir() -> Path:
     return path
 
 
-TINY_TRAIN = {
+# A model small enough to train in seconds, shared by the training, index and service tests.
+TINY_MODEL = {
     "model.backbone": "tiny-bert-cnn",
     "model.embed_dim": 32,
     "model.head_dim": 32,
     "model.phys_dim": 16,
     "model.heads": 2,
     "model.image_size": 64,
-    "batch_size": 16,
-    "steps": 3,
-    "eval_every": 0,
 }
+TINY_TRAIN = {**TINY_MODEL, "batch_size": 16, "steps": 3, "eval_every": 0}
 
 
 @pytest.fixture(scope="session")

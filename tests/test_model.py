@@ -138,33 +138,34 @@ def _write_clip_tokenizer(folder: Path, with_vocab: bool = True) -> None:
     CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(folder)
 
 
-def test_locally_saved_clip_loads_offline_with_extended_positions(tmp_path: Path) -> None:
+def _save_tiny_clip(folder: Path, *, with_vocab: bool = True) -> None:
+    """A 1-layer CLIP and its tokenizer, saved like a hub download would be."""
     from transformers import CLIPConfig, CLIPModel
 
+    layer = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    }
     cfg = CLIPConfig(
         text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
+            **layer,
             "vocab_size": 520,
             "max_position_embeddings": 77,
             "eos_token_id": 515,
             "bos_token_id": 514,
         },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config={**layer, "image_size": 32, "patch_size": 8},
         projection_dim=16,
     )
     torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(tmp_path)
-    _write_clip_tokenizer(tmp_path)
+    CLIPModel(cfg).save_pretrained(folder)
+    _write_clip_tokenizer(folder, with_vocab=with_vocab)
+
+
+def test_locally_saved_clip_loads_offline_with_extended_positions(tmp_path: Path) -> None:
+    _save_tiny_clip(tmp_path)
     model = Planet(
         ModelConfig(
             backbone="clip-vit-b32",
@@ -202,27 +203,7 @@ def test_locally_saved_clip_loads_offline_with_extended_positions(tmp_path: Path
 
 
 def test_empty_offline_tokenizer_is_refused(tmp_path: Path) -> None:
-    from transformers import CLIPConfig, CLIPModel
-
-    cfg = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    CLIPModel(cfg).save_pretrained(tmp_path)
-    _write_clip_tokenizer(tmp_path, with_vocab=False)
+    _save_tiny_clip(tmp_path, with_vocab=False)
     with pytest.raises(PlanetlocError, match="has only 2 tokens: not a usable vocabulary"):
         Planet(ModelConfig(backbone="clip-vit-b32", text_source=str(tmp_path)))
 

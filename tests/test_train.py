@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_MODEL
 from planetloc.data.manifest import Manifest
 from planetloc.errors import PlanetlocError
 from planetloc.eval.evaluate import evaluate_model
@@ -19,14 +20,6 @@ from planetloc.train.distributed import DistInfo
 from planetloc.train.trainer import TrainStep, compute_loss, train
 
 TESTS = Path(__file__).parent
-TINY_MODEL = {
-    "model.backbone": "tiny-bert-cnn",
-    "model.embed_dim": 32,
-    "model.head_dim": 32,
-    "model.phys_dim": 16,
-    "model.heads": 2,
-    "model.image_size": 64,
-}
 
 
 def _tiny_config(world: Manifest, out: Path, **extra: object):
