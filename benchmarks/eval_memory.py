@@ -33,7 +33,12 @@ def rss_gb() -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument(
+        "--queries",
+        type=int,
+        default=10_000,
+        help="peak memory does not depend on it: scoring is chunked",
+    )
     parser.add_argument("--gallery", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--m", type=int, default=100)

@@ -222,3 +222,21 @@ def test_index_build_and_locate_commands(
     assert "the description is empty" in capsys.readouterr().err
     assert main(["locate", "trees", "--index", str(out), "--near", "north"]) == 2
     assert "--near 'north' must be 2 comma-separated numbers" in capsys.readouterr().err
+
+
+def test_demo_comparison_and_answered_queries(
+    small_world: Manifest, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from planetloc.cli import answered_examples, write_comparison
+    from planetloc.eval.evaluate import evaluate_model
+
+    report = evaluate_model(load_model(tiny_checkpoint), small_world, progress=False)
+    table = write_comparison({"planet": report, "clip": report}, small_world, tmp_path)
+    assert "| planet | world |" in table and "| clip | unseen |" in table
+    assert (
+        json.loads((tmp_path / "comparison.json").read_text())["clip"]["world"]["full"]["queries"]
+        > 0
+    )
+    assert (tmp_path / "comparison_recall.png").read_bytes()[:4] == b"\x89PNG"
+    text = answered_examples(report, small_world)
+    assert text.count("true location:") == 3 and text.count("   #") == 15

@@ -316,13 +316,51 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def write_comparison(reports: dict, manifest, out: Path) -> str:
+    """Write comparison.md/.json and comparison_recall.png for several methods; return the table."""
     from planetloc.atomic import write_text
+    from planetloc.eval.figures import recall_curve_png
+    from planetloc.eval.report import comparison_table, recall_curve
+
+    table = comparison_table(reports) + "\n\n" + comparison_table(reports, "m100")
+    write_text(out / "comparison.md", table + "\n")
+    write_text(
+        out / "comparison.json",
+        json.dumps({m: r["sets"] for m, r in reports.items()}, indent=1) + "\n",
+    )
+    recall_curve_png(
+        {m: recall_curve(r) for m, r in reports.items()},
+        out / "comparison_recall.png",
+        title="SynthCORE world-level test: recall@K",
+    )
+    return table
+
+
+def answered_examples(report: dict, manifest) -> str:
+    """The report's example queries with their top-5 locations and distances to the truth."""
+    from planetloc.geo.coords import haversine_m
+
+    by_id = {s.id: s for s in manifest.samples}
+    lines = []
+    for ex in report["examples"]:
+        lines.append(
+            f'\n  "{ex["text"][:150]}..."\n  true location: {ex["lat"]:.5f}, {ex["lon"]:.5f}'
+        )
+        for rank, top in enumerate(ex["top"], start=1):
+            err = float(haversine_m(ex["lat"], ex["lon"], top["lat"], top["lon"]))
+            mark = "  <- true tile" if top["true"] else ""
+            lines.append(
+                f"   #{rank} {top['lat']:.5f}, {top['lon']:.5f}  "
+                f"{by_id[top['id']].region:24s} {err:8.0f} m{mark}"
+            )
+    return "\n".join(lines)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
     from planetloc.data.manifest import read_manifest
     from planetloc.data.synth.generate import SynthConfig
     from planetloc.eval.evaluate import evaluate_model
-    from planetloc.eval.figures import recall_curve_png
-    from planetloc.eval.report import comparison_table, recall_curve, write_report
+    from planetloc.eval.report import write_report
     from planetloc.train.checkpoint import load_model
     from planetloc.train.config import load_config
 
@@ -351,31 +389,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         reports[method] = evaluate_model(model, manifest, rerank_alpha=cfg.rerank_alpha)
         write_report(reports[method], manifest, out, name=method)
     print("4/4 comparison (full gallery; m100 = the 100 tiles nearest the true location)")
-    table = comparison_table(reports) + "\n\n" + comparison_table(reports, "m100")
-    write_text(out / "comparison.md", table + "\n")
-    write_text(
-        out / "comparison.json",
-        json.dumps({m: r["sets"] for m, r in reports.items()}, indent=1) + "\n",
-    )
-    recall_curve_png(
-        {m: recall_curve(r) for m, r in reports.items()},
-        out / "comparison_recall.png",
-        title="SynthCORE world-level test: recall@K",
-    )
-    print(table)
+    print(write_comparison(reports, manifest, out))
     print("\nExample queries answered by planet (top-5 locations):")
-    by_id = {s.id: s for s in manifest.samples}
-    for ex in reports["planet"]["examples"]:
-        print(f'\n  "{ex["text"][:150]}..."\n  true location: {ex["lat"]:.5f}, {ex["lon"]:.5f}')
-        for rank, top in enumerate(ex["top"], start=1):
-            from planetloc.geo.coords import haversine_m
-
-            err = float(haversine_m(ex["lat"], ex["lon"], top["lat"], top["lon"]))
-            mark = "  <- true tile" if top["true"] else ""
-            print(
-                f"   #{rank} {top['lat']:.5f}, {top['lon']:.5f}  "
-                f"{by_id[top['id']].region:24s} {err:8.0f} m{mark}"
-            )
+    print(answered_examples(reports["planet"], manifest))
     print(f"\ndemo results in {out}")
     return 0
 
