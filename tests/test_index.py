@@ -203,3 +203,20 @@ def test_estimate_follows_a_clear_winner_and_widens_on_ties() -> None:
         np.array([10.0, -30.0]), np.array([20.0, 150.0]), np.array([0.5, 0.2]), scale=50.0
     )
     assert lonely.radius_m == pytest.approx(136, rel=0.01)
+
+
+def test_flat_search_gives_the_same_answer_for_any_batch_size() -> None:
+    import faiss
+
+    from planetloc.index.store import SMALL_BATCH, flat_search
+
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((500, 16), dtype=np.float32)
+    index = faiss.IndexFlatIP(16)
+    index.add(xb)
+    queries = rng.standard_normal((SMALL_BATCH + 5, 16), dtype=np.float32)
+    small_d, small_i = flat_search(index, queries[:3], 7)
+    big_d, big_i = flat_search(index, queries, 7)
+    assert np.array_equal(small_i, big_i[:3])
+    assert np.allclose(small_d, big_d[:3], atol=1e-4)
+    assert np.array_equal(small_i[:, 0], np.argmax(queries[:3] @ xb.T, axis=1))

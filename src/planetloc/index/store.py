@@ -75,6 +75,29 @@ def tune_faiss() -> None:
     faiss.cvar.distance_compute_blas_threshold = 20
 
 
+SMALL_BATCH = 20  # below this many queries, exact search goes through numpy (see flat_search)
+
+
+def flat_search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` on a FAISS flat index, choosing the faster engine for the batch size.
+
+    FAISS parallelises exact search across queries, so a lone query runs on one core; a BLAS
+    matrix-vector product over the same stored vectors (a zero-copy view) uses them all and
+    is about twice as fast. Batches of ``SMALL_BATCH`` or more go to FAISS.
+    """
+    import faiss
+
+    if len(queries) >= SMALL_BATCH:
+        return index.search(queries, k)
+    xb = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    scores = queries @ xb.T
+    kk = min(k, index.ntotal)
+    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    return np.take_along_axis(scores, top, axis=1).astype(np.float32), top.astype(np.int64)
+
+
 def make_faiss(vectors: np.ndarray, params: IndexParams) -> Any:
     import faiss
 
@@ -313,6 +336,8 @@ class GalleryIndex:
 
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if allowed is None:
+            if self.info["params"]["kind"] == "flat":
+                return flat_search(self.faiss_index, q, k)
             return self.faiss_index.search(q, k)
         if len(allowed) == 0:
             return np.full((len(q), k), -np.inf, dtype=np.float32), np.full(
