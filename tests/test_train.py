@@ -204,6 +204,12 @@ def test_clip_preset_truncates_and_says_so(small_world: Manifest, tmp_path: Path
 def test_config_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(PlanetlocError, match=r"unknown setting 'model\.colour'"):
         load_config(overrides={"model.colour": 1})
+    assert load_config(method="planet").rerank_alpha == 1.0
+    assert (
+        load_config(method="clip").rerank_alpha
+        == load_config(method="crosstext2loc").rerank_alpha
+        == 0.0
+    )
     with pytest.raises(PlanetlocError, match="method must be one of"):
         load_config(method="resnet")
     with pytest.raises(PlanetlocError, match="unknown physical branch 'smell'"):

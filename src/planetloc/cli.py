@@ -199,7 +199,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         train = manifest.by_split("train") or manifest.samples
         tiles = load_tiles(manifest, train, size=model.cfg.image_size)
         model.signature_heads.set_statistics(signatures_of(model, tiles))
-    report = evaluate_model(model, manifest, m=args.m, rerank_alpha=args.rerank_alpha)
+    alpha = args.rerank_alpha
+    if alpha is None:  # the method's own default, saved with the run
+        from planetloc.train.checkpoint import read_checkpoint
+
+        alpha = (
+            read_checkpoint(args.checkpoint)["train_config"].get("rerank_alpha", 0.0)
+            if args.checkpoint
+            else 0.0
+        )
+    report = evaluate_model(model, manifest, m=args.m, rerank_alpha=alpha)
     write_report(report, manifest, args.out, name=args.name)
     print(comparison_table({args.name: report}))
     print(
@@ -516,8 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rerank-alpha",
         type=float,
-        default=0.0,
-        help="re-rank the top 50 by s_itc + alpha * physical agreement (default 0: off)",
+        default=None,
+        help="re-rank the top 50 by s_itc + alpha * physical agreement "
+        "(default: the run's own setting; 1.0 for planet, 0 otherwise)",
     )
     p.add_argument("--zero-shot-stats", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_evaluate)

@@ -149,7 +149,16 @@ def param_groups(model: Planet, cfg: TrainConfig) -> list[dict[str, Any]]:
 
 
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    ignore = {"steps", "save_every", "eval_every", "log_every", "out", "data", "device"}
+    ignore = {
+        "steps",
+        "save_every",
+        "eval_every",
+        "log_every",
+        "out",
+        "data",
+        "device",
+        "rerank_alpha",
+    }
     return sorted(
         k for k in set(saved) | set(current) if k not in ignore and saved.get(k) != current.get(k)
     )
