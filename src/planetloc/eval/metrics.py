@@ -7,6 +7,14 @@ from collections.abc import Callable
 import numpy as np
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` highest scores of each row, best first (ties: lower index)."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
 def true_ranks(scores: np.ndarray, true_index: np.ndarray) -> np.ndarray:
     """0-based rank of each query's true gallery item (ties count against the query).
 
@@ -70,10 +78,7 @@ def _chunk_ranks(
         cand_scores = scores
     true_scores = scores[rows, true_index]
     ranks = (cand_scores >= true_scores[:, None]).sum(1) - 1
-    k = min(k_max, cand.shape[1])
-    top = np.argpartition(-cand_scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(cand_scores, top, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
+    top = top_k(cand_scores, k_max)
     return ranks, np.take_along_axis(np.asarray(cand), top, axis=1), true_scores
 
 

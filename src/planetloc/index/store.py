@@ -29,6 +29,7 @@ from planetloc.atomic import atomic_path, write_bytes, write_text
 from planetloc.data.images import load_tile
 from planetloc.data.manifest import find_manifest, read_manifest
 from planetloc.errors import PlanetlocError
+from planetloc.eval.metrics import top_k
 from planetloc.model.physics import BRANCHES
 from planetloc.model.planet import Planet
 from planetloc.train.checkpoint import load_model, read_checkpoint
@@ -91,10 +92,7 @@ def flat_search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np
         return index.search(queries, k)
     xb = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
     scores = queries @ xb.T
-    kk = min(k, index.ntotal)
-    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
+    top = top_k(scores, k)
     return np.take_along_axis(scores, top, axis=1).astype(np.float32), top.astype(np.int64)
 
 
@@ -347,10 +345,8 @@ class GalleryIndex:
             # A small allowed set is scored exactly: faster than a filtered graph walk, and exact.
             sub = np.asarray(self.embeddings[allowed], dtype=np.float32)
             scores = q @ sub.T
-            kk = min(k, len(allowed))
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
+            top = top_k(scores, k)
+            kk = top.shape[1]
             d = np.take_along_axis(scores, top, axis=1)
             pad = k - kk
             ids = allowed[top]
