@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/build.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/synthcore.py

@@ -365,6 +365,81 @@ def answered_examples(report: dict, manifest) -> str:
     return "\n".join(lines)
 
 
+def _print_build_report(report: dict) -> None:
+    for stage, part in report["stages"].items():
+        counts = ", ".join(f"{k} {v}" for k, v in part["counts"].items()) or "nothing to do"
+        rate = f" ({part['samples_per_s']} samples/s)" if part.get("samples_per_s") else ""
+        print(f"{stage}: {counts}{rate}")
+        if "describe" in part:
+            d = part["describe"]
+            print(
+                f"  LVLM: {d['requests']} requests, {d['cached']} cached, "
+                f"{d['prompt_tokens']} prompt + {d['completion_tokens']} completion tokens, "
+                f"rejected {d['rejected'] or 'none'}"
+            )
+    if "dataset" in report:
+        d = report["dataset"]
+        print(f"dataset: {d['samples']} samples, splits {d['splits']}, states {d['states']}")
+    q = report["quarantine"]
+    if q["count"]:
+        print(f"quarantined: {q['count']} samples {q['by_stage']}")
+        for item in q["samples"][:5]:
+            print(f"  {item['id']} [{item['stage']}]: {item['reason']}")
+        print("  (all in report.json; rerun with --retry-quarantined to try them again)")
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    import logging
+
+    from planetloc.build.config import load_build_config, secrets_of
+    from planetloc.build.engine import run_build
+    from planetloc.build.fetch import Redactor
+    from planetloc.build.stages import RedactingFilter
+    from planetloc.build.store import STAGES
+    from planetloc.train.config import parse_overrides
+
+    overrides = parse_overrides(args.set)
+    if args.regions:
+        overrides["sample.regions"] = args.regions
+    if args.per_region is not None:
+        overrides["sample.per_region"] = args.per_region
+    cfg = load_build_config(args.config, overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    redacting = RedactingFilter(Redactor(secrets_of(cfg)))
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(),
+        logging.FileHandler(out / "build.log"),
+    ]
+    handlers[0].setLevel(logging.INFO if args.verbose else logging.WARNING)
+    handlers[1].setLevel(logging.INFO)
+    logger = logging.getLogger("planetloc.build")
+    logger.setLevel(logging.INFO)
+    for handler in handlers:
+        handler.addFilter(redacting)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    stages = list(STAGES) if args.stage == "run" else [args.stage]
+    try:
+        report = run_build(
+            cfg,
+            out,
+            stages,
+            engine=args.engine,
+            workers=args.workers,
+            address=args.address,
+            retry_quarantined=args.retry_quarantined,
+            allow_partial=args.allow_partial,
+        )
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    _print_build_report(report)
+    print(f"report: {out / 'report.json'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from planetloc.data.manifest import read_manifest
     from planetloc.data.synth.generate import SynthConfig
@@ -593,6 +668,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "build",
+        help="build a CORE-style dataset: sample, fetch imagery, describe with an LVLM, write",
+        description="Run one stage, or `run` for all of them in order. Every stage is "
+        "resumable: run the same command again after a crash or kill to finish the work.",
+    )
+    p.add_argument(
+        "stage",
+        choices=["sample", "streetview", "satellite", "describe", "write", "run"],
+        help="the stage to run (`run`: all stages in order)",
+    )
+    p.add_argument("--config", type=Path, help="build YAML (sections sample, streetview, ...)")
+    p.add_argument("--out", type=Path, required=True, help="build folder (work/ and dataset/)")
+    p.add_argument("--regions", help="comma-separated region names/slugs, continents or 'all'")
+    p.add_argument("--per-region", type=int, help="points per region (sample.per_region)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="shards run in parallel: processes (local, default 1) or Ray tasks (default: the "
+        "cluster's CPUs)",
+    )
+    p.add_argument("--retry-quarantined", action="store_true", help="try quarantined samples again")
+    p.add_argument(
+        "--allow-partial", action="store_true", help="write even if some samples are unfinished"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log retries to stderr")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("demo", help="the main job on the embedded default: synth, train, compare")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
