@@ -1,0 +1,248 @@
+"""Settings of a dataset build: one YAML file with a section per stage, plus ``--set`` overrides.
+
+Secrets never appear here: providers name the environment variable that holds a key or token.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planetloc import __version__
+from planetloc.errors import PlanetlocError
+
+DEFAULT_USER_AGENT = f"planetloc/{__version__} (CORE-style dataset builder)"
+
+
+@dataclass
+class HttpConfig:
+    """Client behaviour shared by every provider (each provider sets its own limits)."""
+
+    user_agent: str = DEFAULT_USER_AGENT
+    timeout_s: float = 30.0
+    attempts: int = 5
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 5.0
+    max_outage_s: float = 300.0
+    max_bytes: int = 64 * 2**20
+
+
+@dataclass
+class SampleConfig:
+    regions: list[str] = field(default_factory=lambda: ["all"])
+    per_region: int = 100
+    min_spacing_m: float = 150.0
+    land_only: bool = True
+    points_file: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class StreetViewConfig:
+    provider: str = "mapillary"  # mapillary | local | none | module:Class
+    api_url: str = "https://graph.mapillary.com"
+    token_env: str = "MAPILLARY_TOKEN"
+    image_field: str = "thumb_2048_url"
+    folder: str | None = None
+    radius_m: float = 50.0
+    prefer_pano: bool = True
+    max_concurrency: int = 8
+    rate_per_s: float = 20.0
+
+
+@dataclass
+class SatelliteConfig:
+    provider: str = "xyz"  # xyz | local
+    url: str = ""
+    key_env: str | None = None
+    key_header: str | None = None
+    subdomains: list[str] = field(default_factory=list)
+    tile_size: int = 256
+    zoom: int = 18
+    size_m: float = 200.0
+    pixels: int = 512
+    centre: str = "photo"  # photo | point
+    folder: str | None = None
+    crs: str = "EPSG:4326"  # of a local folder's world files / GeoTIFF tags
+    quality: int = 92
+    max_concurrency: int = 8
+    rate_per_s: float = 50.0
+
+
+@dataclass
+class DescribeConfig:
+    base_url: str = "http://localhost:8000/v1"
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    api_key_env: str | None = None
+    prompt_file: str | None = None
+    min_words: int = 40
+    max_words: int = 250
+    max_tokens: int = 512
+    temperature: float = 0.2
+    attempts: int = 3
+    image_max_side: int = 1024
+    require_first_person: bool = True
+    banned_terms: list[str] = field(default_factory=list)
+    timeout_s: float = 120.0
+    max_concurrency: int = 8
+    rate_per_s: float = 10.0
+
+
+@dataclass
+class WriteConfig:
+    manifest: str = "manifest.parquet"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    unseen_fraction: float = 0.15
+    webdataset: bool = False
+    shard_size: int = 1000
+    seed: int = 0
+
+
+SECTIONS = {
+    "http": HttpConfig,
+    "sample": SampleConfig,
+    "streetview": StreetViewConfig,
+    "satellite": SatelliteConfig,
+    "describe": DescribeConfig,
+    "write": WriteConfig,
+}
+
+
+@dataclass
+class BuildConfig:
+    http: HttpConfig = field(default_factory=HttpConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    streetview: StreetViewConfig = field(default_factory=StreetViewConfig)
+    satellite: SatelliteConfig = field(default_factory=SatelliteConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self) -> None:
+        choices = {
+            "satellite.provider": (self.satellite.provider, ("xyz", "local")),
+            "satellite.centre": (self.satellite.centre, ("photo", "point")),
+            "satellite.crs": (self.satellite.crs, ("EPSG:4326", "EPSG:3857")),
+        }
+        street = self.streetview.provider
+        if street not in ("mapillary", "local", "none") and ":" not in street:
+            raise PlanetlocError(
+                f"streetview.provider = {street!r} is not one of mapillary, local, none, "
+                "or a 'module:Class' provider"
+            )
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise PlanetlocError(f"{key} = {value!r} is not one of {', '.join(allowed)}")
+        positive = {
+            "sample.per_region": self.sample.per_region,
+            "satellite.pixels": self.satellite.pixels,
+            "satellite.size_m": self.satellite.size_m,
+            "describe.attempts": self.describe.attempts,
+            "http.attempts": self.http.attempts,
+            "write.shard_size": self.write.shard_size,
+        }
+        for section in ("streetview", "satellite", "describe"):
+            part = getattr(self, section)
+            positive[f"{section}.max_concurrency"] = part.max_concurrency
+            positive[f"{section}.rate_per_s"] = part.rate_per_s
+        for key, value in positive.items():
+            if not value > 0:
+                raise PlanetlocError(f"{key} must be positive, got {value!r}")
+        if not 0 <= self.satellite.zoom <= 23:
+            raise PlanetlocError(f"satellite.zoom must be in 0..23, got {self.satellite.zoom}")
+        if self.describe.min_words >= self.describe.max_words:
+            raise PlanetlocError("describe.min_words must be below describe.max_words")
+        split = self.write.val_fraction + self.write.test_fraction
+        if not 0 <= split < 1 or not 0 <= self.write.unseen_fraction < 1:
+            raise PlanetlocError("write fractions must be in [0, 1) and val + test below 1")
+        if self.satellite.provider == "xyz" and not self.satellite.url:
+            raise PlanetlocError("satellite.url is empty: give an XYZ/WMTS URL template")
+
+
+def _assign(cfg: BuildConfig, key: str, value: Any) -> None:
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise PlanetlocError(f"unknown build setting {key!r} (sections: {', '.join(SECTIONS)})")
+    part = getattr(cfg, section)
+    known = {f.name: f for f in fields(part)}
+    if name not in known:
+        raise PlanetlocError(
+            f"unknown build setting {key!r} (known in {section}: {', '.join(sorted(known))})"
+        )
+    current = getattr(part, name)
+    if isinstance(current, list) and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(current, bool) and not isinstance(value, bool):
+        raise PlanetlocError(f"{key} must be true or false, got {value!r}")
+    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif current is not None and not isinstance(value, type(current)):
+        raise PlanetlocError(f"{key} must be a {type(current).__name__}, got {value!r}")
+    setattr(part, name, value)
+
+
+# Settings that change how fast or from where a stage works, not what it produces.
+_NOT_OUTPUT = {
+    "max_concurrency", "rate_per_s", "timeout_s", "attempts", "regions", "api_url", "base_url",
+    "token_env", "key_env", "api_key_env", "key_header", "subdomains",
+}  # fmt: skip
+
+
+def output_settings(cfg: BuildConfig, stage: str) -> dict[str, Any]:
+    """The part of a stage's section its outputs depend on (see ``WorkStore.check_settings``)."""
+    section = asdict(getattr(cfg, stage))
+    if stage == "describe":
+        from planetloc.build.describe import load_prompt
+
+        section["prompt_file"] = load_prompt(cfg.describe).digest  # the text, not the path
+    return {k: v for k, v in section.items() if k not in _NOT_OUTPUT}
+
+
+def secrets_of(cfg: BuildConfig) -> list[str]:
+    """Values of the environment variables the config names for keys and tokens."""
+    names = (cfg.satellite.key_env, cfg.streetview.token_env, cfg.describe.api_key_env)
+    return [os.environ[n] for n in names if n and os.environ.get(n)]
+
+
+def load_build_config(
+    path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> BuildConfig:
+    """Defaults, then the YAML file (``section: {key: value}``), then ``section.key`` overrides."""
+    cfg = BuildConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise PlanetlocError(f"{p}: build config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise PlanetlocError(f"{p}: invalid YAML ({err})") from None
+        if not isinstance(loaded, dict):
+            raise PlanetlocError(f"{p}: a build config must hold a mapping of sections")
+        for section, values in loaded.items():
+            if not isinstance(values, dict):
+                raise PlanetlocError(f"{p}: section {section!r} must be a mapping")
+            for name, value in values.items():
+                _assign(cfg, f"{section}.{name}", value)
+    for key, value in (overrides or {}).items():
+        _assign(cfg, key, value)
+    cfg.check()
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> BuildConfig:
+    """Rebuild a config written by :meth:`BuildConfig.to_dict`."""
+    cfg = BuildConfig()
+    for section, values in data.items():
+        for name, value in values.items():
+            setattr(getattr(cfg, section), name, value)
+    return cfg

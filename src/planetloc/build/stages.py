@@ -1,0 +1,245 @@
+"""The fetch stages over a shard of regions, run with asyncio concurrency in one process.
+
+The engine hands each worker (a local process or a Ray task) a shard of regions; this module
+runs the requested stages over every point of the shard, one stage after another, skipping
+what is already done, quarantining what keeps failing, and returning counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from planetloc.build import describe as describe_mod
+from planetloc.build import satellite as satellite_mod
+from planetloc.build import streetview as streetview_mod
+from planetloc.build.config import BuildConfig, output_settings, secrets_of
+from planetloc.build.fetch import BadResponse, FetchFailed, Redactor
+from planetloc.build.sampling import Point, read_points_file, resolve_regions, sample_region
+from planetloc.build.store import WorkStore
+from planetloc.geo.regions import get_region
+
+log = logging.getLogger("planetloc.build")
+
+FETCH_STAGES = ("streetview", "satellite", "describe")
+
+
+class RedactingFilter(logging.Filter):
+    """Defence in depth: scrub every log record of known secrets."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor(record.getMessage())
+        record.args = None
+        return True
+
+
+def run_sample_stage(cfg: BuildConfig, store: WorkStore, slugs: list[str]) -> dict[str, int]:
+    """Write the points of every region that has none yet (sampling is deterministic)."""
+    candidates = read_points_file(cfg.sample.points_file) if cfg.sample.points_file else None
+    store.check_settings("points", output_settings(cfg, "sample"))
+    counts: Counter[str] = Counter()
+    for slug in slugs:
+        if store.has_points(slug):
+            counts["existing"] += len(store.read_points(slug))
+            continue
+        points = sample_region(get_region(slug), cfg.sample, candidates)
+        if len(points) < cfg.sample.per_region:
+            log.warning(
+                "%s: only %d of %d points (land, spacing or the points file ran out)",
+                slug,
+                len(points),
+                cfg.sample.per_region,
+            )
+            counts["shortfall"] += cfg.sample.per_region - len(points)
+        store.write_points(slug, points)
+        counts["done"] += len(points)
+    return dict(counts)
+
+
+class ShardRunner:
+    def __init__(
+        self, cfg: BuildConfig, out: Path, retry_quarantined: bool, progress: bool
+    ) -> None:
+        self.cfg = cfg
+        self.store = WorkStore(out)
+        self.retry_quarantined = retry_quarantined
+        self.progress = progress
+        self.redactor = Redactor(secrets_of(cfg))
+        self.banned: dict[str, list[str]] = {}
+
+    def _state(self, stage: str, point: Point) -> str | None:
+        """Why ``point`` needs no work in ``stage`` now, or ``None`` when it does."""
+        store = self.store
+        if store.read_record(stage, point.region, point.id) is not None:
+            return "existing"
+        if not self.retry_quarantined and store.is_quarantined(stage, point.id):
+            return "quarantined_before"
+        for earlier in FETCH_STAGES[: FETCH_STAGES.index(stage)]:
+            if store.is_quarantined(earlier, point.id):
+                return "quarantined_before"
+        if stage in ("satellite", "describe") and self.cfg.streetview.provider != "none":
+            street = store.read_record("streetview", point.region, point.id)
+            if street is None:
+                return "waiting"
+            if street["status"] != "ok":
+                return "no_coverage"
+        if stage == "describe" and self.cfg.streetview.provider == "none":
+            return "no_street_photo"
+        return None
+
+    async def _streetview(self, source: Any, point: Point) -> str:
+        photo = await source.nearest(point.lat, point.lon, self.cfg.streetview.radius_m)
+        if photo is None:
+            self.store.save("streetview", point.region, point.id, {"status": "none"})
+            return "no_coverage"
+        record = {
+            "status": "ok",
+            "lat": round(photo.lat, 7),
+            "lon": round(photo.lon, 7),
+            "distance_m": photo.distance_m,
+            "meta": photo.meta,
+        }
+        self.store.save("streetview", point.region, point.id, record, photo.image)
+        return "done"
+
+    async def _satellite(self, source: Any, point: Point) -> str:
+        lat, lon = point.lat, point.lon
+        if self.cfg.satellite.centre == "photo" and self.cfg.streetview.provider != "none":
+            street = self.store.read_record("streetview", point.region, point.id) or {}
+            lat, lon = street.get("lat", lat), street.get("lon", lon)
+        try:
+            image, meta = await source.fetch(lat, lon)
+        except satellite_mod.NoCoverage as err:
+            record = {"status": "none", "reason": str(err)}
+            self.store.save("satellite", point.region, point.id, record)
+            return "no_coverage"
+        record = {"status": "ok", "lat": lat, "lon": lon, "meta": meta}
+        self.store.save("satellite", point.region, point.id, record, image)
+        return "done"
+
+    async def _describe(self, source: describe_mod.Describer, point: Point) -> str:
+        if point.region not in self.banned:
+            self.banned[point.region] = describe_mod.place_names(
+                get_region(point.region), self.cfg.describe.banned_terms
+            )
+        image = self.store.image_path("streetview", point.region, point.id).read_bytes()
+        result = await source.describe(image, self.banned[point.region])
+        self.store.save("describe", point.region, point.id, {"status": "ok", **result})
+        return "done"
+
+    def _open(self, stage: str) -> Any:
+        cfg = self.cfg
+        if stage == "streetview":
+            return streetview_mod.open_source(cfg.streetview, cfg.http, self.redactor)
+        if stage == "satellite":
+            return satellite_mod.open_source(cfg.satellite, cfg.http, self.redactor)
+        cache = self.store.work / "cache" / "describe"
+        return describe_mod.Describer(cfg.describe, cfg.http, self.redactor, cache)
+
+    async def run_stage(self, stage: str, points: list[Point]) -> dict[str, Any]:
+        counts: Counter[str] = Counter()
+        for slug in sorted({p.region for p in points}):
+            self.store.sweep(stage, slug)
+        todo = []
+        for point in points:
+            state = self._state(stage, point)
+            if state is None:
+                todo.append(point)
+            else:
+                counts[state] += 1
+        self.store.check_settings(stage, output_settings(self.cfg, stage))
+        source = self._open(stage) if todo else None
+        if source is None:
+            return {"counts": dict(counts), "seconds": 0.0}
+        work: Callable[[Any, Point], Awaitable[str]] = getattr(self, f"_{stage}")
+        limit = getattr(self.cfg, stage).max_concurrency
+        queue = iter(todo)
+        started = time.perf_counter()
+        bar = tqdm(total=len(todo), desc=stage, unit="sample", disable=not self.progress)
+
+        async def worker() -> None:
+            for point in queue:
+                try:
+                    counts[await work(source, point)] += 1
+                except FetchFailed as err:
+                    counts["quarantined"] += 1
+                    self.store.quarantine(
+                        stage,
+                        point,
+                        self.redactor(err.reason),
+                        [self.redactor(a) for a in err.attempts],
+                    )
+                    log.warning("%s: quarantined %s: %s", stage, point.id, err.reason)
+                except BadResponse as err:
+                    counts["quarantined"] += 1
+                    self.store.quarantine(stage, point, self.redactor(str(err)))
+                bar.update(1)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(todo), 2 * limit))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            bar.close()
+            await source.close()
+        summary: dict[str, Any] = {
+            "counts": dict(counts),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if hasattr(source, "provider"):
+            summary["http"] = source.provider.stats.to_dict()
+        if isinstance(source, describe_mod.Describer):
+            summary["describe"] = source.totals.to_dict()
+        return summary
+
+    async def run(self, slugs: list[str], stages: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "sample" in stages:
+            out["sample"] = {"counts": run_sample_stage(self.cfg, self.store, slugs)}
+        points = (
+            [p for slug in slugs for p in self.store.read_points(slug)]
+            if any(s in FETCH_STAGES for s in stages)
+            else []
+        )
+        for stage in FETCH_STAGES:
+            if stage in stages and not (stage == "streetview" and self._skip_street()):
+                out[stage] = await self.run_stage(stage, points)
+        return out
+
+    def _skip_street(self) -> bool:
+        return self.cfg.streetview.provider == "none"
+
+
+def run_shard(
+    cfg: BuildConfig,
+    out: str,
+    slugs: list[str],
+    stages: list[str],
+    retry_quarantined: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``stages`` over the regions ``slugs`` (the unit of work of every engine)."""
+    runner = ShardRunner(cfg, Path(out), retry_quarantined, progress)
+    redacting = RedactingFilter(runner.redactor)
+    log.addFilter(redacting)
+    try:
+        return asyncio.run(runner.run(slugs, stages))
+    finally:
+        log.removeFilter(redacting)
+
+
+def selected_slugs(cfg: BuildConfig) -> list[str]:
+    return [r.slug for r in resolve_regions(cfg.sample.regions)]
