@@ -163,8 +163,9 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from planetloc.train.config import load_config, parse_overrides
+    from planetloc.train.config import load_config
     from planetloc.train.trainer import train
+    from planetloc.yaml_config import parse_overrides
 
     overrides = parse_overrides(args.set)
     overrides["data"] = args.data
@@ -396,7 +397,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from planetloc.build.fetch import Redactor
     from planetloc.build.stages import RedactingFilter
     from planetloc.build.store import STAGES
-    from planetloc.train.config import parse_overrides
+    from planetloc.yaml_config import parse_overrides
 
     overrides = parse_overrides(args.set)
     if args.regions:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from planetloc import __version__
 from planetloc.errors import PlanetlocError
+from planetloc.yaml_config import read_mapping
 
 DEFAULT_USER_AGENT = f"planetloc/{__version__} (CORE-style dataset builder)"
 
@@ -219,18 +217,9 @@ def load_build_config(
     """Defaults, then the YAML file (``section: {key: value}``), then ``section.key`` overrides."""
     cfg = BuildConfig()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise PlanetlocError(f"{p}: build config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise PlanetlocError(f"{p}: invalid YAML ({err})") from None
-        if not isinstance(loaded, dict):
-            raise PlanetlocError(f"{p}: a build config must hold a mapping of sections")
-        for section, values in loaded.items():
+        for section, values in read_mapping(path, "build config").items():
             if not isinstance(values, dict):
-                raise PlanetlocError(f"{p}: section {section!r} must be a mapping")
+                raise PlanetlocError(f"{path}: section {section!r} must be a mapping")
             for name, value in values.items():
                 _assign(cfg, f"{section}.{name}", value)
     for key, value in (overrides or {}).items():

@@ -234,7 +234,9 @@ def _plugin(cfg: StreetViewConfig, http: HttpConfig, redactor: Redactor) -> Stre
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
-        raise PlanetlocError(f"streetview.provider {cfg.provider!r} cannot be loaded ({err})") from None
+        raise PlanetlocError(
+            f"streetview.provider {cfg.provider!r} cannot be loaded ({err})"
+        ) from None
     source = cls(cfg, http, redactor)
     if not callable(getattr(source, "nearest", None)):
         raise PlanetlocError(f"streetview.provider {cfg.provider!r} has no nearest() method")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from planetloc.errors import PlanetlocError
 from planetloc.model.physics import BRANCHES
 from planetloc.model.planet import ModelConfig
+from planetloc.yaml_config import read_mapping
 
 # The methods compared in the benchmark, all under the same trainer and budget.
 METHODS: dict[str, dict[str, Any]] = {
@@ -89,17 +87,6 @@ def _set(cfg: TrainConfig, key: str, value: Any) -> None:
     setattr(target, name, value)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["lr=3e-4", "model.embed_dim=128"]`` -> typed values (parsed as YAML scalars)."""
-    out = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise PlanetlocError(f"override {pair!r} must look like KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(raw) if raw else ""
-    return out
-
-
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in data.items():
@@ -120,16 +107,7 @@ def load_config(
     cfg = TrainConfig()
     file_values: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise PlanetlocError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise PlanetlocError(f"{p}: invalid YAML ({err})") from None
-        if not isinstance(loaded, dict):
-            raise PlanetlocError(f"{p}: a config file must hold a mapping")
-        file_values = _flatten(loaded)
+        file_values = _flatten(read_mapping(path))
     chosen = method or file_values.get("method") or cfg.method
     if chosen not in METHODS:
         raise PlanetlocError(f"method must be one of {', '.join(METHODS)}, got {chosen!r}")
