@@ -310,3 +310,29 @@ def test_example_build_config_loads() -> None:
     cfg = load_build_config(Path(__file__).parents[1] / "configs" / "build-example.yaml")
     assert cfg.streetview.provider == "mapillary" and cfg.write.webdataset
     assert "{key}" in cfg.satellite.url and cfg.satellite.key_env == "TILES_KEY"
+
+
+def test_lvlm_request_carries_the_photo_inline_and_bounded(tmp_path) -> None:
+    import base64
+    import io
+
+    from planetloc.build.config import HttpConfig
+    from planetloc.build.describe import Describer
+
+    async def payloads() -> tuple[dict, dict]:
+        describer = Describer(DescribeConfig(image_max_side=64), HttpConfig(), Redactor(), tmp_path)
+        big = io.BytesIO()
+        Image.new("RGB", (400, 200), (10, 200, 30)).save(big, "PNG")
+        small = io.BytesIO()
+        Image.new("RGB", (60, 30), (10, 200, 30)).save(small, "JPEG")
+        try:
+            return describer._payload(big.getvalue(), 0), describer._payload(small.getvalue(), 1)
+        finally:
+            await describer.close()
+
+    big, small = asyncio.run(payloads())
+    url = big["messages"][-1]["content"][1]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.format == "JPEG" and sent.size == (64, 32)
+    assert big["messages"][0]["role"] == "system" and small["temperature"] > big["temperature"]

@@ -170,7 +170,11 @@ class Describer:
         return self.cache_dir / key[:2] / f"{key}.json"
 
     def _payload(self, image: bytes, attempt: int) -> dict[str, Any]:
-        small = encode_jpeg(shrink(decode_image(image), self.cfg.image_max_side), 90)
+        decoded = decode_image(image)
+        if decoded.format == "JPEG" and max(decoded.size) <= self.cfg.image_max_side:
+            small = image  # already small enough: no second compression
+        else:
+            small = encode_jpeg(shrink(decoded, self.cfg.image_max_side), 90)
         data_url = "data:image/jpeg;base64," + base64.b64encode(small).decode("ascii")
         messages: list[dict[str, Any]] = []
         if self.prompt.system:

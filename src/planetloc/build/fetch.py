@@ -58,10 +58,11 @@ class BadResponse(Exception):
 class FetchFailed(Exception):
     """A request that failed for good; the sample it belongs to is quarantined."""
 
-    def __init__(self, reason: str, attempts: list[str]) -> None:
+    def __init__(self, reason: str, attempts: list[str], status: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
+        self.status = status  # the HTTP status of a definitive 4xx answer
 
 
 class ProviderUnavailable(PlanetlocError):
@@ -299,7 +300,7 @@ class Provider:
                     self.breaker.success()
                     reason = f"HTTP {status} for {shown}"
                     attempts.append(reason)
-                    raise FetchFailed(reason, attempts)
+                    raise FetchFailed(reason, attempts, status)
                 elif body_size > self.http.max_bytes:
                     self.breaker.success()
                     reason = f"response of {body_size} bytes exceeds http.max_bytes"
@@ -314,11 +315,9 @@ class Provider:
                         reason = f"bad response: {self.redact(str(err))}"
             attempts.append(reason)
             log.info("%s: %s on %s (attempt %d)", self.name, reason, shown, attempt + 1)
-            if attempt + 1 < self.http.attempts:
-                delay = self._backoff(attempt)
-                if retry_after is not None:
-                    delay = max(0.0, retry_after - delay) + delay * 0.1
-                await asyncio.sleep(delay)
+            # After a Retry-After the provider-wide pause does the waiting.
+            if attempt + 1 < self.http.attempts and retry_after is None:
+                await asyncio.sleep(self._backoff(attempt))
         raise FetchFailed(f"{attempts[-1]} after {len(attempts)} attempts", attempts)
 
 

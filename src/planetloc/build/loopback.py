@@ -11,7 +11,7 @@ be tested or benchmarked) with no network and no keys:
   description determined by the image it is sent.
 
 :meth:`LoopbackServer.inject` makes chosen requests fail: ``429`` (with ``Retry-After``),
-``500``, ``503``, ``401``, ``slow``, ``reset`` (connection dropped), ``truncate`` (body cut
+``500``, ``503``, ``401``, ``404``, ``slow``, ``reset`` (connection dropped), ``truncate`` (body cut
 short of its Content-Length), ``truncated_image``, ``html`` (error page with status 200),
 ``wrong_type``, ``bad_json``, and for the LVLM ``refusal``, ``short``, ``leak``, ``length``.
 Run ``python -m planetloc.build.loopback --port 8765`` to serve it from a shell.
@@ -39,7 +39,7 @@ from PIL import Image
 from planetloc.geo.coords import haversine_m, offset_latlon
 
 FAULTS = (
-    "429", "500", "503", "401", "slow", "reset", "truncate", "truncated_image", "html",
+    "429", "500", "503", "401", "404", "slow", "reset", "truncate", "truncated_image", "html",
     "wrong_type", "bad_json", "refusal", "short", "leak", "length",
 )  # fmt: skip
 
@@ -236,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        elif kind in ("429", "500", "503", "401"):
+        elif kind in ("429", "500", "503", "401", "404"):
             headers = {"Retry-After": fault.retry_after} if kind == "429" else None
             self._send(int(kind), b'{"error": "injected"}', "application/json", headers)
             return

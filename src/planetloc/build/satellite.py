@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from planetloc.build.config import HttpConfig, SatelliteConfig
-from planetloc.build.fetch import Provider, Redactor, image_of
+from planetloc.build.fetch import FetchFailed, Provider, Redactor, image_of
 from planetloc.build.imagery import encode_jpeg
 from planetloc.errors import PlanetlocError
 from planetloc.geo import webmercator as wm
@@ -96,7 +96,13 @@ class XYZSource:
         return out
 
     async def _tile(self, z: int, x: int, y: int) -> Image.Image:
-        return await self.provider.request("GET", self.url(z, x, y), _tile_image)
+        try:
+            return await self.provider.request("GET", self.url(z, x, y), _tile_image)
+        except FetchFailed as err:
+            # Services answer 404/204-like "no tile here" for places they do not cover.
+            if err.status in (404, 410):
+                raise NoCoverage(f"no tile {z}/{x}/{y} (HTTP {err.status})") from None
+            raise
 
     def tile(self, z: int, x: int, y: int) -> asyncio.Task[Image.Image]:
         key = (z, x, y)

@@ -147,46 +147,62 @@ class ShardRunner:
         cache = self.store.work / "cache" / "describe"
         return describe_mod.Describer(cfg.describe, cfg.http, self.redactor, cache)
 
-    async def run_stage(self, stage: str, points: list[Point]) -> dict[str, Any]:
-        counts: Counter[str] = Counter()
-        for slug in sorted({p.region for p in points}):
-            self.store.sweep(stage, slug)
-        todo = []
+    async def run_stages(self, stages: list[str], points: list[Point]) -> dict[str, Any]:
+        """Run fetch ``stages`` over ``points``, each sample flowing through them in order.
+
+        Samples are pipelined: while one waits for the LVLM, others fetch imagery, so a
+        build takes about as long as its slowest provider, not the sum of all of them. Each
+        provider's own concurrency cap and rate limit still hold.
+        """
+        counts: dict[str, Counter[str]] = {stage: Counter() for stage in stages}
+        for stage in stages:
+            for slug in sorted({p.region for p in points}):
+                self.store.sweep(stage, slug)
+            self.store.check_settings(stage, output_settings(self.cfg, stage))
+        todo: list[Point] = []
+        needed: set[str] = set()
         for point in points:
-            state = self._state(stage, point)
-            if state is None:
+            states = [self._state(stage, point) for stage in stages]
+            open_stages = {s for s, x in zip(stages, states, strict=True) if x in (None, "waiting")}
+            if open_stages:
                 todo.append(point)
+                needed |= open_stages
             else:
-                counts[state] += 1
-        self.store.check_settings(stage, output_settings(self.cfg, stage))
-        source = self._open(stage) if todo else None
-        if source is None:
-            return {"counts": dict(counts), "seconds": 0.0}
-        work: Callable[[Any, Point], Awaitable[str]] = getattr(self, f"_{stage}")
-        limit = getattr(self.cfg, stage).max_concurrency
+                for stage, state in zip(stages, states, strict=True):
+                    counts[stage][state] += 1
+        # Open every source that may be needed up front, so a missing key fails at once.
+        sources = {s: self._open(s) for s in stages if s in needed}
         queue = iter(todo)
         started = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=stage, unit="sample", disable=not self.progress)
+        bar = tqdm(total=len(todo), desc="+".join(stages), unit="sample", disable=not self.progress)
+
+        async def one(point: Point) -> None:
+            for stage in stages:
+                state = self._state(stage, point)
+                if state is not None:
+                    counts[stage][state] += 1
+                    continue
+                work: Callable[[Any, Point], Awaitable[str]] = getattr(self, f"_{stage}")
+                if stage not in sources:  # unblocked by a retried quarantine upstream
+                    sources[stage] = self._open(stage)
+                try:
+                    counts[stage][await work(sources[stage], point)] += 1
+                except (FetchFailed, BadResponse) as err:
+                    reason = err.reason if isinstance(err, FetchFailed) else str(err)
+                    attempts = err.attempts if isinstance(err, FetchFailed) else []
+                    counts[stage]["quarantined"] += 1
+                    self.store.quarantine(
+                        stage, point, self.redactor(reason), [self.redactor(a) for a in attempts]
+                    )
+                    log.warning("%s: quarantined %s: %s", stage, point.id, reason)
 
         async def worker() -> None:
             for point in queue:
-                try:
-                    counts[await work(source, point)] += 1
-                except FetchFailed as err:
-                    counts["quarantined"] += 1
-                    self.store.quarantine(
-                        stage,
-                        point,
-                        self.redactor(err.reason),
-                        [self.redactor(a) for a in err.attempts],
-                    )
-                    log.warning("%s: quarantined %s: %s", stage, point.id, err.reason)
-                except BadResponse as err:
-                    counts["quarantined"] += 1
-                    self.store.quarantine(stage, point, self.redactor(str(err)))
+                await one(point)
                 bar.update(1)
 
-        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(todo), 2 * limit))]
+        width = 2 * sum(getattr(self.cfg, s).max_concurrency for s in sources) or 1
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(todo), width))]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -194,29 +210,35 @@ class ShardRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             bar.close()
-            await source.close()
-        summary: dict[str, Any] = {
-            "counts": dict(counts),
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        if hasattr(source, "provider"):
-            summary["http"] = source.provider.stats.to_dict()
-        if isinstance(source, describe_mod.Describer):
-            summary["describe"] = source.totals.to_dict()
+            for source in sources.values():
+                await source.close()
+        seconds = round(time.perf_counter() - started, 3) if todo else 0.0
+        summary: dict[str, Any] = {}
+        for stage in stages:
+            part: dict[str, Any] = {
+                "counts": dict(sorted(counts[stage].items())),
+                "seconds": seconds,
+            }
+            source = sources.get(stage)
+            if hasattr(source, "provider"):
+                part["http"] = source.provider.stats.to_dict()
+            if isinstance(source, describe_mod.Describer):
+                part["describe"] = source.totals.to_dict()
+            summary[stage] = part
         return summary
 
     async def run(self, slugs: list[str], stages: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if "sample" in stages:
             out["sample"] = {"counts": run_sample_stage(self.cfg, self.store, slugs)}
-        points = (
-            [p for slug in slugs for p in self.store.read_points(slug)]
-            if any(s in FETCH_STAGES for s in stages)
-            else []
-        )
-        for stage in FETCH_STAGES:
-            if stage in stages and not (stage == "streetview" and self._skip_street()):
-                out[stage] = await self.run_stage(stage, points)
+        fetch = [
+            s
+            for s in FETCH_STAGES
+            if s in stages and not (s == "streetview" and self._skip_street())
+        ]
+        if fetch:
+            points = [p for slug in slugs for p in self.store.read_points(slug)]
+            out.update(await self.run_stages(fetch, points))
         return out
 
     def _skip_street(self) -> bool:
