@@ -249,11 +249,13 @@ def test_pipeline_writes_a_valid_dataset(server, tmp_path) -> None:
     assert {m.split(".", 1)[1] for m in members} == {"sat.jpg", "street.jpg", "txt", "json"}
     # Every stage is idempotent: a second run fetches nothing and writes the same manifest.
     before = (tmp_path / "dataset" / "manifest.jsonl").read_bytes()
+    stamps = {p: p.stat().st_mtime_ns for p in shards}
     requests = sum(server.stats.requests.values())
     again = build(server, tmp_path)
     assert sum(server.stats.requests.values()) == requests
     assert again["stages"]["describe"]["counts"]["existing"] == len(samples)
     assert (tmp_path / "dataset" / "manifest.jsonl").read_bytes() == before
+    assert {p: p.stat().st_mtime_ns for p in shards} == stamps  # shards not rewritten
 
 
 def test_faulty_providers_still_give_the_clean_dataset(server, tmp_path) -> None:
@@ -410,14 +412,17 @@ def test_ray_engine_equals_local_engine(server, tmp_path) -> None:
     import ray
 
     build(server, tmp_path / "local")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        cfg = load_build_config(None, settings(server))
-        report = run_build(cfg, tmp_path / "ray", ["sample", *FETCH_STAGES, "write"], engine="ray")
-    finally:
-        ray.shutdown()
+    cfg = load_build_config(None, settings(server))
+    # The engine starts a local instance, ray.init(num_cpus=2), and shuts it down after.
+    stages = ["sample", *FETCH_STAGES, "write"]
+    report = run_build(cfg, tmp_path / "ray", stages, engine="ray", workers=2)
+    assert not ray.is_initialized()
     assert report["engine"] == "ray"
     _same_dataset(tmp_path / "local", tmp_path / "ray")
+    # A user error inside a Ray task comes back as the same one-line error.
+    cfg.describe.api_key_env = "UNSET_LVLM_KEY"
+    with pytest.raises(PlanetlocError, match=r"^describe.api_key_env: environment variable"):
+        run_build(cfg, tmp_path / "ray2", stages, engine="ray", workers=2)
 
 
 def test_cli_reports_bad_settings_in_one_line(server, tmp_path, capsys) -> None:

@@ -674,7 +674,11 @@ def build_parser() -> argparse.ArgumentParser:
         "build",
         help="build a CORE-style dataset: sample, fetch imagery, describe with an LVLM, write",
         description="Run one stage, or `run` for all of them in order. Every stage is "
-        "resumable: run the same command again after a crash or kill to finish the work.",
+        "resumable: run the same command again after a crash or kill to finish the work. "
+        "Keys and tokens are read from the environment variables the config names. See "
+        "configs/build-example.yaml for every setting.",
+        epilog="Writes <out>/work (per-sample outputs, quarantine), <out>/dataset (manifest, "
+        "images, WebDataset shards), <out>/report.json and <out>/build.log.",
     )
     p.add_argument(
         "stage",
@@ -685,8 +689,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="build folder (work/ and dataset/)")
     p.add_argument("--regions", help="comma-separated region names/slugs, continents or 'all'")
     p.add_argument("--per-region", type=int, help="points per region (sample.per_region)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a setting, e.g. satellite.zoom=19 (repeatable)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local processes, or Ray tasks sharded by region (needs planetloc[ray])",
+    )
     p.add_argument("--address", help="Ray cluster address (default: start a local instance)")
     p.add_argument(
         "--workers",

@@ -119,9 +119,9 @@ def _run_ray(
         try:
             return ray.get(refs)
         except ray.exceptions.RayTaskError as err:
-            cause = err.as_instanceof_cause()
+            cause = getattr(err, "cause", None)
             if isinstance(cause, PlanetlocError):
-                raise PlanetlocError(str(cause).splitlines()[-1]) from None
+                raise PlanetlocError(str(cause)) from None
             raise
     finally:
         if started_here:

@@ -68,16 +68,24 @@ def write_webdataset(samples: list[Sample], root: Path, shard_size: int) -> dict
     by_split: dict[str, list[Sample]] = {}
     for s in samples:
         by_split.setdefault(s.split, []).append(s)
+    index_path = folder / "index.json"
+    recorded = json.loads(index_path.read_text("utf-8")) if index_path.is_file() else {}
+    fingerprints: dict[str, str] = {}
     for split, members in sorted(by_split.items()):
         members.sort(key=lambda s: s.id)
         for index, start in enumerate(range(0, len(members), shard_size)):
             name = f"{split}-{index:06d}.tar"
             wanted.add(name)
+            chunk = members[start : start + shard_size]
+            rows = json.dumps([s.to_dict() for s in chunk], sort_keys=True, ensure_ascii=False)
+            fingerprints[name] = hashlib.sha256(rows.encode("utf-8")).hexdigest()
+            if recorded.get(name) == fingerprints[name] and (folder / name).is_file():
+                continue  # unchanged since the last write: a rerun rewrites nothing
             with (
                 atomic_path(folder / name) as tmp,
                 tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar,
             ):
-                for s in members[start : start + shard_size]:
+                for s in chunk:
                     key = s.id.replace(".", "_")
                     _tar_add(tar, f"{key}.sat.jpg", (root / s.sat_path).read_bytes())
                     if s.street_path:
@@ -89,6 +97,7 @@ def write_webdataset(samples: list[Sample], root: Path, shard_size: int) -> dict
     for stale in folder.glob("*.tar"):
         if stale.name not in wanted:
             stale.unlink()
+    write_text(index_path, json.dumps(fingerprints, indent=1, sort_keys=True))
     return shards
 
 
