@@ -336,3 +336,18 @@ def test_lvlm_request_carries_the_photo_inline_and_bounded(tmp_path) -> None:
     sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert sent.format == "JPEG" and sent.size == (64, 32)
     assert big["messages"][0]["role"] == "system" and small["temperature"] > big["temperature"]
+
+
+def test_per_region_quotas() -> None:
+    from planetloc.build.sampling import quota_of
+
+    cfg = load_build_config(
+        None, {"satellite.url": "x/{z}/{x}/{y}", "sample.quotas": {"Tokyo": 3, "lagos-ng": 0}}
+    )
+    assert len(sample_region(get_region("tokyo-jp"), cfg.sample)) == 3
+    assert sample_region(get_region("lagos"), cfg.sample) == []
+    assert quota_of(get_region("paris"), cfg.sample) == cfg.sample.per_region
+    with pytest.raises(PlanetlocError, match="unknown region 'Gotham'"):
+        load_build_config(None, {"satellite.url": "x/{x}", "sample.quotas": {"Gotham": 1}})
+    with pytest.raises(PlanetlocError, match=re.escape("sample.quotas['Tokyo'] must be a count")):
+        load_build_config(None, {"satellite.url": "x/{x}", "sample.quotas": {"Tokyo": -1}})

@@ -203,6 +203,9 @@ def test_xyz_crop_is_the_right_ground_square(server) -> None:
             await source.close()
 
     data, meta = asyncio.run(go())
+    # The same square through the quadkey route of the service is the same image.
+    cfg.satellite.url = server.url + "/quadkey/{q}.png?key={key}"
+    assert asyncio.run(go())[0] == data
     got = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64)
     n = cfg.satellite.pixels
     step = (x1 - x0) / n

@@ -11,6 +11,7 @@ from typing import Any
 
 from planetloc import __version__
 from planetloc.errors import PlanetlocError
+from planetloc.geo.regions import get_region
 from planetloc.yaml_config import read_mapping
 
 DEFAULT_USER_AGENT = f"planetloc/{__version__} (CORE-style dataset builder)"
@@ -35,6 +36,7 @@ class HttpConfig:
 class SampleConfig:
     regions: list[str] = field(default_factory=lambda: ["all"])
     per_region: int = 100
+    quotas: dict[str, int] = field(default_factory=dict)  # region name/slug -> points
     min_spacing_m: float = 150.0
     land_only: bool = True
     points_file: str | None = None
@@ -155,6 +157,10 @@ class BuildConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise PlanetlocError(f"{key} must be positive, got {value!r}")
+        for region, quota in self.sample.quotas.items():
+            get_region(region)  # an unknown name is an error, not a silent default
+            if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
+                raise PlanetlocError(f"sample.quotas[{region!r}] must be a count, got {quota!r}")
         if not 0 <= self.satellite.zoom <= 23:
             raise PlanetlocError(f"satellite.zoom must be in 0..23, got {self.satellite.zoom}")
         if self.describe.min_words >= self.describe.max_words:

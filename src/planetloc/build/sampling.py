@@ -154,10 +154,19 @@ def _spaced(candidates: np.ndarray, spacing_m: float, quota: int, ref_lat: float
     return kept
 
 
+def quota_of(region: Region, cfg: SampleConfig) -> int:
+    """Points wanted in ``region``: its entry in ``cfg.quotas`` (by name or slug) or the default."""
+    for key, quota in cfg.quotas.items():
+        if key.strip().lower() in (region.slug, region.name.lower()):
+            return int(quota)
+    return cfg.per_region
+
+
 def sample_region(
     region: Region, cfg: SampleConfig, candidates: np.ndarray | None = None
 ) -> list[Point]:
-    """Up to ``cfg.per_region`` points for one region (fewer when land or spacing run out)."""
+    """Up to the region's quota of points (fewer when land or spacing run out)."""
+    quota = quota_of(region, cfg)
     rng = region_rng(cfg.seed, region.slug)
     if candidates is not None:
         pool = candidates[_in_bbox(candidates, region.bbox)]
@@ -165,13 +174,13 @@ def sample_region(
     else:
         west, south, east, north = region.bbox
         width = (east - west) % 360 or 360.0
-        n = max(cfg.per_region * 20, 200)
+        n = max(quota * 20, 200)
         lat = rng.uniform(south, north, n)
         lon = (west + rng.uniform(0, width, n) + 180.0) % 360.0 - 180.0
         pool = np.stack([lat, lon], axis=1)
     if cfg.land_only and len(pool):
         pool = pool[_on_land(pool[:, 0], pool[:, 1])]
-    kept = _spaced(pool, cfg.min_spacing_m, cfg.per_region, region.lat)
+    kept = _spaced(pool, cfg.min_spacing_m, quota, region.lat) if quota else []
     return [
         Point(
             id=f"{region.slug}-{k:05d}",

@@ -22,7 +22,13 @@ from planetloc.build import satellite as satellite_mod
 from planetloc.build import streetview as streetview_mod
 from planetloc.build.config import BuildConfig, output_settings, secrets_of
 from planetloc.build.fetch import BadResponse, FetchFailed, Redactor
-from planetloc.build.sampling import Point, read_points_file, resolve_regions, sample_region
+from planetloc.build.sampling import (
+    Point,
+    quota_of,
+    read_points_file,
+    resolve_regions,
+    sample_region,
+)
 from planetloc.build.store import WorkStore
 from planetloc.geo.regions import get_region
 
@@ -53,15 +59,17 @@ def run_sample_stage(cfg: BuildConfig, store: WorkStore, slugs: list[str]) -> di
         if store.has_points(slug):
             counts["existing"] += len(store.read_points(slug))
             continue
-        points = sample_region(get_region(slug), cfg.sample, candidates)
-        if len(points) < cfg.sample.per_region:
+        region = get_region(slug)
+        points = sample_region(region, cfg.sample, candidates)
+        quota = quota_of(region, cfg.sample)
+        if len(points) < quota:
             log.warning(
                 "%s: only %d of %d points (land, spacing or the points file ran out)",
                 slug,
                 len(points),
-                cfg.sample.per_region,
+                quota,
             )
-            counts["shortfall"] += cfg.sample.per_region - len(points)
+            counts["shortfall"] += quota - len(points)
         store.write_points(slug, points)
         counts["done"] += len(points)
     return dict(counts)
