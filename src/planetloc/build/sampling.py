@@ -21,6 +21,8 @@ from planetloc.errors import PlanetlocError
 from planetloc.geo.coords import EARTH_RADIUS_M
 from planetloc.geo.regions import CONTINENTS, Region, get_region, load_catalog
 
+_ROUNDS = 6
+
 
 @dataclass(frozen=True)
 class Point:
@@ -171,16 +173,26 @@ def sample_region(
     if candidates is not None:
         pool = candidates[_in_bbox(candidates, region.bbox)]
         pool = pool[rng.permutation(len(pool))]
+        if cfg.land_only and len(pool):
+            pool = pool[_on_land(pool[:, 0], pool[:, 1])]
+        kept = _spaced(pool, cfg.min_spacing_m, quota, region.lat) if quota else []
     else:
+        # Uniform candidates in rounds until the quota fits (sea and spacing reject many).
         west, south, east, north = region.bbox
         width = (east - west) % 360 or 360.0
-        n = max(quota * 20, 200)
-        lat = rng.uniform(south, north, n)
-        lon = (west + rng.uniform(0, width, n) + 180.0) % 360.0 - 180.0
-        pool = np.stack([lat, lon], axis=1)
-    if cfg.land_only and len(pool):
-        pool = pool[_on_land(pool[:, 0], pool[:, 1])]
-    kept = _spaced(pool, cfg.min_spacing_m, quota, region.lat) if quota else []
+        pool = np.empty((0, 2))
+        kept = []
+        for _ in range(_ROUNDS if quota else 0):
+            n = max(quota * 20, 200)
+            lat = rng.uniform(south, north, n)
+            lon = (west + rng.uniform(0, width, n) + 180.0) % 360.0 - 180.0
+            batch = np.stack([lat, lon], axis=1)
+            if cfg.land_only:
+                batch = batch[_on_land(batch[:, 0], batch[:, 1])]
+            pool = np.concatenate([pool, batch])
+            kept = _spaced(pool, cfg.min_spacing_m, quota, region.lat)
+            if len(kept) >= quota:
+                break
     return [
         Point(
             id=f"{region.slug}-{k:05d}",
