@@ -3,7 +3,7 @@ WebDataset shards, and splits.
 
 Splits: a deterministic ``unseen_fraction`` of regions is held out whole (``test_unseen``);
 in the other regions each sample falls in ``test``/``val``/``train`` by a hash of its id, so
-adding regions or samples never moves an existing one. Samples without a description (builds
+its split never depends on which other samples exist. Samples without a description (builds
 with ``streetview.provider: none``) become ``gallery`` tiles. The intercontinental subsets
 are continent groups of the world-level test split (see :mod:`planetloc.eval.protocols`).
 """
