@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from planetloc.geo.coords import haversine_m, offset_latlon
+from planetloc.stable_hash import stable_int
 
 FAULTS = (
     "429", "500", "503", "401", "404", "slow", "reset", "truncate", "truncated_image", "html",
@@ -59,14 +60,9 @@ def render_tile(x: int, y: int, size: int = 256) -> bytes:
     return buffer.getvalue()
 
 
-def _digest(*parts: object) -> int:
-    text = ":".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
 def photos_near(lat: float, lon: float, radius_m: float) -> list[dict[str, Any]]:
     """The photos the loopback Mapillary knows around a query centre (deterministic)."""
-    h = _digest(round(lat, 6), round(lon, 6))
+    h = stable_int(round(lat, 6), round(lon, 6))
     if h % 10 == 0:
         return []
     rng = np.random.default_rng(h)
@@ -88,7 +84,7 @@ def photos_near(lat: float, lon: float, radius_m: float) -> list[dict[str, Any]]
 
 
 def render_photo(photo_id: str) -> bytes:
-    h = _digest("photo", photo_id)
+    h = stable_int("photo", photo_id)
     wide = int(photo_id[-1]) == 0
     w, hgt = (160, 80) if wide else (96, 72)
     yy, xx = np.mgrid[0:hgt, 0:w]
@@ -125,7 +121,7 @@ _SLOTS = (
 
 def describe_image(data_url: str) -> str:
     """The loopback LVLM's first-person answer for an inline image."""
-    h = _digest("lvlm", hashlib.sha256(data_url.encode()).hexdigest())
+    h = stable_int("lvlm", hashlib.sha256(data_url.encode()).hexdigest())
     words = []
     for i, options in enumerate(_SLOTS):
         words.append(options[(h >> (2 * i)) % len(options)])

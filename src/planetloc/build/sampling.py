@@ -7,7 +7,6 @@ candidates inside it), kept only on land, at least ``min_spacing_m`` apart, up t
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from planetloc.build.config import SampleConfig
 from planetloc.errors import PlanetlocError
 from planetloc.geo.coords import EARTH_RADIUS_M
 from planetloc.geo.regions import CONTINENTS, Region, get_region, load_catalog
+from planetloc.stable_hash import stable_int
 
 _ROUNDS = 6
 
@@ -64,8 +64,7 @@ def resolve_regions(names: Iterable[str]) -> list[Region]:
 
 
 def region_rng(seed: int, slug: str) -> np.random.Generator:
-    digest = hashlib.sha256(f"build:{seed}:{slug}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return np.random.default_rng(stable_int("build", seed, slug))
 
 
 def read_points_file(path: str | Path) -> np.ndarray:

@@ -25,16 +25,12 @@ from planetloc.build.store import WorkStore
 from planetloc.data.manifest import write_manifest
 from planetloc.data.schema import Sample
 from planetloc.errors import PlanetlocError
-
-
-def unit_hash(*parts: object) -> float:
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") / 2**64
+from planetloc.stable_hash import stable_unit
 
 
 def held_out_regions(slugs: list[str], fraction: float, seed: int) -> set[str]:
     count = int(round(len(slugs) * fraction))
-    ranked = sorted(slugs, key=lambda s: unit_hash("unseen", seed, s))
+    ranked = sorted(slugs, key=lambda s: stable_unit("unseen", seed, s))
     return set(ranked[:count])
 
 
@@ -190,7 +186,7 @@ def write_dataset(
 def _split_of(sid: str, unseen: bool, cfg: BuildConfig) -> str:
     if unseen:
         return "test_unseen"
-    u = unit_hash("split", cfg.write.seed, sid)
+    u = stable_unit("split", cfg.write.seed, sid)
     if u < cfg.write.test_fraction:
         return "test"
     if u < cfg.write.test_fraction + cfg.write.val_fraction:

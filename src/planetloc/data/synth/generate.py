@@ -13,7 +13,6 @@ stopped and any number of workers produce the same world.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -36,6 +35,7 @@ from planetloc.data.synth.world import ROAD, build_region_map
 from planetloc.errors import PlanetlocError
 from planetloc.geo.coords import offset_latlon
 from planetloc.geo.regions import Region, select_regions
+from planetloc.stable_hash import stable_int
 
 FORMAT_VERSION = 1
 
@@ -84,8 +84,7 @@ class SynthConfig:
 
 
 def region_seed(seed: int, slug: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{slug}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+    return stable_int(seed, slug)
 
 
 def unseen_regions(regions: list[Region], fraction: float) -> set[str]:
