@@ -25,9 +25,9 @@ from planetloc.build.fetch import (
     Provider,
     ProviderUnavailable,
     Redactor,
-    require_image,
     require_json,
 )
+from planetloc.build.imagery import require_image
 from planetloc.build.loopback import LoopbackServer, pattern, photos_near
 from planetloc.build.satellite import XYZSource, tile_window
 from planetloc.build.stages import FETCH_STAGES

@@ -394,8 +394,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     from planetloc.build.config import load_build_config, secrets_of
     from planetloc.build.engine import run_build
-    from planetloc.build.fetch import Redactor
-    from planetloc.build.stages import RedactingFilter
+    from planetloc.build.fetch import RedactingFilter, Redactor
     from planetloc.build.store import STAGES
     from planetloc.yaml_config import parse_overrides
 

@@ -124,6 +124,11 @@ class BuildConfig:
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     write: WriteConfig = field(default_factory=WriteConfig)
 
+    @property
+    def with_street(self) -> bool:
+        """Whether samples get street photos and descriptions (else: a satellite gallery)."""
+        return self.streetview.provider != "none"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -211,10 +216,25 @@ def output_settings(cfg: BuildConfig, stage: str) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k not in _NOT_OUTPUT}
 
 
+def key_env_names(cfg: BuildConfig) -> list[str]:
+    """The environment variables the config names for keys and tokens."""
+    names = (cfg.satellite.key_env, cfg.streetview.token_env, cfg.describe.api_key_env)
+    return [n for n in names if n]
+
+
 def secrets_of(cfg: BuildConfig) -> list[str]:
     """Values of the environment variables the config names for keys and tokens."""
-    names = (cfg.satellite.key_env, cfg.streetview.token_env, cfg.describe.api_key_env)
-    return [os.environ[n] for n in names if n and os.environ.get(n)]
+    return [os.environ[n] for n in key_env_names(cfg) if os.environ.get(n)]
+
+
+def secret_from_env(env: str | None, what: str) -> str | None:
+    """The value of ``env``; a clear error when it is named but unset."""
+    if not env:
+        return None
+    value = os.environ.get(env, "")
+    if not value:
+        raise PlanetlocError(f"{what}: environment variable {env} is not set")
+    return value
 
 
 def load_build_config(

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_text
-from planetloc.build.config import DescribeConfig, HttpConfig
+from planetloc.build.config import DescribeConfig, HttpConfig, secret_from_env
 from planetloc.build.fetch import BadResponse, FetchFailed, Provider, Redactor, require_json
 from planetloc.build.imagery import decode_image, encode_jpeg, shrink
-from planetloc.build.satellite import secret_from_env
 from planetloc.errors import PlanetlocError
 from planetloc.geo.regions import Region, load_catalog
 

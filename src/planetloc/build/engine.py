@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_text
-from planetloc.build.config import BuildConfig
+from planetloc.build.config import BuildConfig, key_env_names
 from planetloc.build.stages import FETCH_STAGES, run_shard, selected_slugs
 from planetloc.build.store import STAGES, WorkStore
 from planetloc.build.write import write_dataset
@@ -105,8 +105,7 @@ def _run_ray(
     if started_here:
         if address:
             # Keys stay in environment variables; forward the ones the config names.
-            names = [cfg.satellite.key_env, cfg.streetview.token_env, cfg.describe.api_key_env]
-            env = {n: os.environ[n] for n in names if n and n in os.environ}
+            env = {n: os.environ[n] for n in key_env_names(cfg) if n in os.environ}
             ray.init(address=address, runtime_env={"env_vars": env} if env else None)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)

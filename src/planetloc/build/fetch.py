@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from PIL import Image
 
 from planetloc.build.config import HttpConfig
 from planetloc.errors import PlanetlocError
@@ -49,6 +48,19 @@ class Redactor:
         for secret in sorted(self.secrets, key=len, reverse=True):
             text = text.replace(secret, "***")
         return _SECRET_PARAMS.sub(r"\1***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Defence in depth: scrub every log record of known secrets."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor(record.getMessage())
+        record.args = None
+        return True
 
 
 class BadResponse(Exception):
@@ -319,23 +331,6 @@ class Provider:
             if attempt + 1 < self.http.attempts and retry_after is None:
                 await asyncio.sleep(self._backoff(attempt))
         raise FetchFailed(f"{attempts[-1]} after {len(attempts)} attempts", attempts)
-
-
-def image_of(response: httpx.Response) -> Image.Image:
-    """The decoded image body; HTML/JSON error pages and truncated or corrupt images are
-    :class:`BadResponse`."""
-    from planetloc.build.imagery import decode_image
-
-    ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
-        raise BadResponse(f"content type {ctype!r} is not an image")
-    return decode_image(response.content)
-
-
-def require_image(response: httpx.Response) -> bytes:
-    """The raw bytes of a body that :func:`image_of` accepts."""
-    image_of(response)
-    return response.content
 
 
 def require_json(response: httpx.Response) -> Any:

@@ -1,9 +1,11 @@
-"""Image bytes in and out of the builder: strict decoding and deterministic JPEG encoding."""
+"""Image bytes in and out of the builder: strict decoding of what providers and folders
+hold, and deterministic JPEG encoding."""
 
 from __future__ import annotations
 
 import io
 
+import httpx
 from PIL import Image, UnidentifiedImageError
 
 from planetloc.build.fetch import BadResponse
@@ -19,6 +21,21 @@ def decode_image(data: bytes) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise BadResponse(f"not a complete image ({err})") from None
     return image
+
+
+def image_of(response: httpx.Response) -> Image.Image:
+    """The decoded image body of a provider's response; HTML/JSON error pages and truncated
+    or corrupt images are :class:`BadResponse`."""
+    ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
+        raise BadResponse(f"content type {ctype!r} is not an image")
+    return decode_image(response.content)
+
+
+def require_image(response: httpx.Response) -> bytes:
+    """The raw bytes of a body that :func:`image_of` accepts."""
+    image_of(response)
+    return response.content
 
 
 def encode_jpeg(image: Image.Image, quality: int = 92) -> bytes:

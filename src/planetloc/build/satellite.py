@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from planetloc.build.config import HttpConfig, SatelliteConfig
-from planetloc.build.fetch import FetchFailed, Provider, Redactor, image_of
-from planetloc.build.imagery import encode_jpeg
+from planetloc.build.config import HttpConfig, SatelliteConfig, secret_from_env
+from planetloc.build.fetch import FetchFailed, Provider, Redactor
+from planetloc.build.imagery import encode_jpeg, image_of
 from planetloc.errors import PlanetlocError
 from planetloc.geo import webmercator as wm
 from planetloc.geo.coords import offset_latlon
@@ -31,16 +30,6 @@ _WMTS_ALIASES = {"{TileMatrix}": "{z}", "{TileCol}": "{x}", "{TileRow}": "{y}"}
 
 class NoCoverage(Exception):
     """The source has no imagery at this point (the sample is dropped, not quarantined)."""
-
-
-def secret_from_env(env: str | None, what: str) -> str | None:
-    """The value of ``env``; a clear error when it is named but unset."""
-    if not env:
-        return None
-    value = os.environ.get(env, "")
-    if not value:
-        raise PlanetlocError(f"{what}: environment variable {env} is not set")
-    return value
 
 
 def tile_window(

@@ -21,7 +21,7 @@ from planetloc.build import describe as describe_mod
 from planetloc.build import satellite as satellite_mod
 from planetloc.build import streetview as streetview_mod
 from planetloc.build.config import BuildConfig, output_settings, secrets_of
-from planetloc.build.fetch import BadResponse, FetchFailed, Redactor
+from planetloc.build.fetch import BadResponse, FetchFailed, RedactingFilter, Redactor
 from planetloc.build.sampling import (
     Point,
     quota_of,
@@ -35,19 +35,6 @@ from planetloc.geo.regions import get_region
 log = logging.getLogger("planetloc.build")
 
 FETCH_STAGES = ("streetview", "satellite", "describe")
-
-
-class RedactingFilter(logging.Filter):
-    """Defence in depth: scrub every log record of known secrets."""
-
-    def __init__(self, redactor: Redactor) -> None:
-        super().__init__()
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor(record.getMessage())
-        record.args = None
-        return True
 
 
 def run_sample_stage(cfg: BuildConfig, store: WorkStore, slugs: list[str]) -> dict[str, int]:
@@ -96,13 +83,13 @@ class ShardRunner:
         for earlier in FETCH_STAGES[: FETCH_STAGES.index(stage)]:
             if store.is_quarantined(earlier, point.id):
                 return "quarantined_before"
-        if stage in ("satellite", "describe") and self.cfg.streetview.provider != "none":
+        if stage in ("satellite", "describe") and self.cfg.with_street:
             street = store.read_record("streetview", point.region, point.id)
             if street is None:
                 return "waiting"
             if street["status"] != "ok":
                 return "no_coverage"
-        if stage == "describe" and self.cfg.streetview.provider == "none":
+        if stage == "describe" and not self.cfg.with_street:
             return "no_street_photo"
         return None
 
@@ -123,7 +110,7 @@ class ShardRunner:
 
     async def _satellite(self, source: Any, point: Point) -> str:
         lat, lon = point.lat, point.lon
-        if self.cfg.satellite.centre == "photo" and self.cfg.streetview.provider != "none":
+        if self.cfg.satellite.centre == "photo" and self.cfg.with_street:
             street = self.store.read_record("streetview", point.region, point.id) or {}
             lat, lon = street.get("lat", lat), street.get("lon", lon)
         try:
@@ -240,17 +227,12 @@ class ShardRunner:
         if "sample" in stages:
             out["sample"] = {"counts": run_sample_stage(self.cfg, self.store, slugs)}
         fetch = [
-            s
-            for s in FETCH_STAGES
-            if s in stages and not (s == "streetview" and self._skip_street())
+            s for s in FETCH_STAGES if s in stages and (s != "streetview" or self.cfg.with_street)
         ]
         if fetch:
             points = [p for slug in slugs for p in self.store.read_points(slug)]
             out.update(await self.run_stages(fetch, points))
         return out
-
-    def _skip_street(self) -> bool:
-        return self.cfg.streetview.provider == "none"
 
 
 def run_shard(

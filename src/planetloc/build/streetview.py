@@ -21,10 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from planetloc.build.config import HttpConfig, StreetViewConfig
-from planetloc.build.fetch import BadResponse, Provider, Redactor, require_image, require_json
-from planetloc.build.imagery import as_jpeg
-from planetloc.build.satellite import secret_from_env
+from planetloc.build.config import HttpConfig, StreetViewConfig, secret_from_env
+from planetloc.build.fetch import BadResponse, Provider, Redactor, require_json
+from planetloc.build.imagery import as_jpeg, require_image
 from planetloc.errors import PlanetlocError
 from planetloc.geo.coords import EARTH_RADIUS_M, haversine_m
 

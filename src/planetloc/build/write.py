@@ -103,7 +103,7 @@ def write_dataset(
     """Assemble ``<out>/dataset`` from the work folder; returns the dataset summary."""
     store = WorkStore(out)
     root = Path(out) / "dataset"
-    with_text = cfg.streetview.provider != "none"
+    with_text = cfg.with_street
     unseen = held_out_regions(slugs, cfg.write.unseen_fraction, cfg.write.seed)
     samples: list[Sample] = []
     states: Counter[str] = Counter()
