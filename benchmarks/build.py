@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from planetloc.atomic import write_text
-from planetloc.build.config import load_build_config
-from planetloc.build.engine import run_build
+from planetloc.builder.config import load_build_config
+from planetloc.builder.engine import run_build
 
 STAGES = ["streetview", "satellite", "describe"]
 
@@ -36,7 +36,7 @@ def start_server(port: int, latency: dict[str, float]) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
-        "planetloc.build.loopback",
+        "planetloc.builder.loopback",
         "--port",
         str(port),
         "--token",

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from planetloc.build import satellite, streetview
-from planetloc.build.config import (
+from planetloc.builder import satellite, streetview
+from planetloc.builder.config import (
     BuildConfig,
     DescribeConfig,
     SampleConfig,
@@ -20,11 +20,11 @@ from planetloc.build.config import (
     StreetViewConfig,
     load_build_config,
 )
-from planetloc.build.describe import check_description, load_prompt, place_names
-from planetloc.build.fetch import Redactor, TokenBucket, parse_retry_after
-from planetloc.build.loopback import pattern
-from planetloc.build.sampling import read_points_file, resolve_regions, sample_region
-from planetloc.build.write import held_out_regions
+from planetloc.builder.describe import check_description, load_prompt, place_names
+from planetloc.builder.fetch import Redactor, TokenBucket, parse_retry_after
+from planetloc.builder.loopback import pattern
+from planetloc.builder.sampling import read_points_file, resolve_regions, sample_region
+from planetloc.builder.write import held_out_regions
 from planetloc.errors import PlanetlocError
 from planetloc.geo import webmercator as wm
 from planetloc.geo.coords import haversine_m, offset_latlon
@@ -316,8 +316,8 @@ def test_lvlm_request_carries_the_photo_inline_and_bounded(tmp_path) -> None:
     import base64
     import io
 
-    from planetloc.build.config import HttpConfig
-    from planetloc.build.describe import Describer
+    from planetloc.builder.config import HttpConfig
+    from planetloc.builder.describe import Describer
 
     async def payloads() -> tuple[dict, dict]:
         describer = Describer(DescribeConfig(image_max_side=64), HttpConfig(), Redactor(), tmp_path)
@@ -339,7 +339,7 @@ def test_lvlm_request_carries_the_photo_inline_and_bounded(tmp_path) -> None:
 
 
 def test_per_region_quotas() -> None:
-    from planetloc.build.sampling import quota_of
+    from planetloc.builder.sampling import quota_of
 
     cfg = load_build_config(
         None, {"satellite.url": "x/{z}/{x}/{y}", "sample.quotas": {"Tokyo": 3, "lagos-ng": 0}}

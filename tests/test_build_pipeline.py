@@ -18,19 +18,19 @@ import pytest
 import yaml
 from PIL import Image
 
-from planetloc.build.config import HttpConfig, load_build_config
-from planetloc.build.engine import run_build
-from planetloc.build.fetch import (
+from planetloc.builder.config import HttpConfig, load_build_config
+from planetloc.builder.engine import run_build
+from planetloc.builder.fetch import (
     FetchFailed,
     Provider,
     ProviderUnavailable,
     Redactor,
     require_json,
 )
-from planetloc.build.imagery import require_image
-from planetloc.build.loopback import LoopbackServer, pattern, photos_near
-from planetloc.build.satellite import XYZSource, tile_window
-from planetloc.build.stages import FETCH_STAGES
+from planetloc.builder.imagery import require_image
+from planetloc.builder.loopback import LoopbackServer, pattern, photos_near
+from planetloc.builder.satellite import XYZSource, tile_window
+from planetloc.builder.stages import FETCH_STAGES
 from planetloc.cli import main
 from planetloc.data.manifest import read_manifest
 from planetloc.errors import PlanetlocError
@@ -447,7 +447,7 @@ class FixedPhotoSource:
         self.radius = cfg.radius_m
 
     async def nearest(self, lat: float, lon: float, radius_m: float):
-        from planetloc.build.streetview import StreetPhoto
+        from planetloc.builder.streetview import StreetPhoto
 
         buffer = io.BytesIO()
         Image.new("RGB", (40, 20), (200, 30, 30)).save(buffer, "JPEG")

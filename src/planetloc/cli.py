@@ -392,10 +392,10 @@ def _print_build_report(report: dict) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     import logging
 
-    from planetloc.build.config import load_build_config, secrets_of
-    from planetloc.build.engine import run_build
-    from planetloc.build.fetch import RedactingFilter, Redactor
-    from planetloc.build.store import STAGES
+    from planetloc.builder.config import load_build_config, secrets_of
+    from planetloc.builder.engine import run_build
+    from planetloc.builder.fetch import RedactingFilter, Redactor
+    from planetloc.builder.store import STAGES
     from planetloc.yaml_config import parse_overrides
 
     overrides = parse_overrides(args.set)
@@ -413,7 +413,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     ]
     handlers[0].setLevel(logging.INFO if args.verbose else logging.WARNING)
     handlers[1].setLevel(logging.INFO)
-    logger = logging.getLogger("planetloc.build")
+    logger = logging.getLogger("planetloc.builder")
     logger.setLevel(logging.INFO)
     for handler in handlers:
         handler.addFilter(redacting)

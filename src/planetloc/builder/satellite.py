@@ -18,9 +18,9 @@ from typing import Any
 
 from PIL import Image
 
-from planetloc.build.config import HttpConfig, SatelliteConfig, secret_from_env
-from planetloc.build.fetch import FetchFailed, Provider, Redactor
-from planetloc.build.imagery import encode_jpeg, image_of
+from planetloc.builder.config import HttpConfig, SatelliteConfig, secret_from_env
+from planetloc.builder.fetch import FetchFailed, Provider, Redactor
+from planetloc.builder.imagery import encode_jpeg, image_of
 from planetloc.errors import PlanetlocError
 from planetloc.geo import webmercator as wm
 from planetloc.geo.coords import offset_latlon

@@ -17,22 +17,22 @@ from typing import Any
 
 from tqdm import tqdm
 
-from planetloc.build import describe as describe_mod
-from planetloc.build import satellite as satellite_mod
-from planetloc.build import streetview as streetview_mod
-from planetloc.build.config import BuildConfig, output_settings, secrets_of
-from planetloc.build.fetch import BadResponse, FetchFailed, RedactingFilter, Redactor
-from planetloc.build.sampling import (
+from planetloc.builder import describe as describe_mod
+from planetloc.builder import satellite as satellite_mod
+from planetloc.builder import streetview as streetview_mod
+from planetloc.builder.config import BuildConfig, output_settings, secrets_of
+from planetloc.builder.fetch import BadResponse, FetchFailed, RedactingFilter, Redactor
+from planetloc.builder.sampling import (
     Point,
     quota_of,
     read_points_file,
     resolve_regions,
     sample_region,
 )
-from planetloc.build.store import WorkStore
+from planetloc.builder.store import WorkStore
 from planetloc.geo.regions import get_region
 
-log = logging.getLogger("planetloc.build")
+log = logging.getLogger("planetloc.builder")
 
 FETCH_STAGES = ("streetview", "satellite", "describe")
 

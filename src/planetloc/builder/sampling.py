@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planetloc.build.config import SampleConfig
+from planetloc.builder.config import SampleConfig
 from planetloc.errors import PlanetlocError
 from planetloc.geo.coords import EARTH_RADIUS_M
 from planetloc.geo.regions import CONTINENTS, Region, get_region, load_catalog

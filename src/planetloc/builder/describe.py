@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_text
-from planetloc.build.config import DescribeConfig, HttpConfig, secret_from_env
-from planetloc.build.fetch import BadResponse, FetchFailed, Provider, Redactor, require_json
-from planetloc.build.imagery import decode_image, encode_jpeg, shrink
+from planetloc.builder.config import DescribeConfig, HttpConfig, secret_from_env
+from planetloc.builder.fetch import BadResponse, FetchFailed, Provider, Redactor, require_json
+from planetloc.builder.imagery import decode_image, encode_jpeg, shrink
 from planetloc.errors import PlanetlocError
 from planetloc.geo.regions import Region, load_catalog
 
@@ -51,7 +51,7 @@ def load_prompt(cfg: DescribeConfig) -> Prompt:
             raise PlanetlocError(f"{path}: describe.prompt_file not found")
         text = path.read_text(encoding="utf-8")
     else:
-        text = resources.files("planetloc.build").joinpath("prompts/describe.txt").read_text()
+        text = resources.files("planetloc.builder").joinpath("prompts/describe.txt").read_text()
     system, sep, user = text.partition("\n---\n")
     if not sep:
         system, user = "", text

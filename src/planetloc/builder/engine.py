@@ -1,7 +1,7 @@
 """Where the stages run: local processes on one machine, or Ray tasks across a cluster.
 
 Both engines split the selected regions into shards (round-robin, so big continents spread
-out) and run :func:`planetloc.build.stages.run_shard` on each; the write stage then runs once
+out) and run :func:`planetloc.builder.stages.run_shard` on each; the write stage then runs once
 in the driver. Per-provider concurrency and rate limits are divided between shards so the
 whole build respects them. Outputs depend only on the inputs, never on the engine.
 """
@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_text
-from planetloc.build.config import BuildConfig, key_env_names
-from planetloc.build.stages import FETCH_STAGES, run_shard, selected_slugs
-from planetloc.build.store import STAGES, WorkStore
-from planetloc.build.write import write_dataset
+from planetloc.builder.config import BuildConfig, key_env_names
+from planetloc.builder.stages import FETCH_STAGES, run_shard, selected_slugs
+from planetloc.builder.store import STAGES, WorkStore
+from planetloc.builder.write import write_dataset
 from planetloc.errors import PlanetlocError
 
-log = logging.getLogger("planetloc.build")
+log = logging.getLogger("planetloc.builder")
 
 ENGINES = ("local", "ray")
 

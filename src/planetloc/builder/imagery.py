@@ -8,7 +8,7 @@ import io
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from planetloc.build.fetch import BadResponse
+from planetloc.builder.fetch import BadResponse
 
 
 def decode_image(data: bytes) -> Image.Image:

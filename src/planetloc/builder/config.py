@@ -210,7 +210,7 @@ def output_settings(cfg: BuildConfig, stage: str) -> dict[str, Any]:
     """The part of a stage's section its outputs depend on (see ``WorkStore.check_settings``)."""
     section = asdict(getattr(cfg, stage))
     if stage == "describe":
-        from planetloc.build.describe import load_prompt
+        from planetloc.builder.describe import load_prompt
 
         section["prompt_file"] = load_prompt(cfg.describe).digest  # the text, not the path
     return {k: v for k, v in section.items() if k not in _NOT_OUTPUT}

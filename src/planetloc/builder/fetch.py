@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from planetloc.build.config import HttpConfig
+from planetloc.builder.config import HttpConfig
 from planetloc.errors import PlanetlocError
 
-log = logging.getLogger("planetloc.build")
+log = logging.getLogger("planetloc.builder")
 
 T = TypeVar("T")
 

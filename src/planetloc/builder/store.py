@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_bytes, write_text
-from planetloc.build.sampling import Point
+from planetloc.builder.sampling import Point
 from planetloc.errors import PlanetlocError
 
 STAGES = ("sample", "streetview", "satellite", "describe", "write")

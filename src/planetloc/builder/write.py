@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import atomic_path, write_text
-from planetloc.build.config import BuildConfig
-from planetloc.build.store import WorkStore
+from planetloc.builder.config import BuildConfig
+from planetloc.builder.store import WorkStore
 from planetloc.data.manifest import write_manifest
 from planetloc.data.schema import Sample
 from planetloc.errors import PlanetlocError

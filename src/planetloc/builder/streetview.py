@@ -5,7 +5,7 @@ Providers implement :class:`StreetViewSource`: ``nearest(lat, lon, radius_m)`` r
 v4 API (token sent in the ``Authorization`` header, never in URLs) and a local folder of
 geotagged photos or panoramas (EXIF GPS). Others plug in as ``streetview.provider:
 "package.module:Class"``; the class is built with ``(StreetViewConfig, HttpConfig,
-Redactor)`` and should send its requests through a :class:`planetloc.build.fetch.Provider`
+Redactor)`` and should send its requests through a :class:`planetloc.builder.fetch.Provider`
 to inherit retries, limits and the circuit breaker.
 """
 
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from planetloc.build.config import HttpConfig, StreetViewConfig, secret_from_env
-from planetloc.build.fetch import BadResponse, Provider, Redactor, require_json
-from planetloc.build.imagery import as_jpeg, require_image
+from planetloc.builder.config import HttpConfig, StreetViewConfig, secret_from_env
+from planetloc.builder.fetch import BadResponse, Provider, Redactor, require_json
+from planetloc.builder.imagery import as_jpeg, require_image
 from planetloc.errors import PlanetlocError
 from planetloc.geo.coords import EARTH_RADIUS_M, haversine_m
 

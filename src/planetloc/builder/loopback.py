@@ -14,7 +14,7 @@ be tested or benchmarked) with no network and no keys:
 ``500``, ``503``, ``401``, ``404``, ``slow``, ``reset`` (connection dropped), ``truncate`` (body cut
 short of its Content-Length), ``truncated_image``, ``html`` (error page with status 200),
 ``wrong_type``, ``bad_json``, and for the LVLM ``refusal``, ``short``, ``leak``, ``length``.
-Run ``python -m planetloc.build.loopback --port 8765`` to serve it from a shell.
+Run ``python -m planetloc.builder.loopback --port 8765`` to serve it from a shell.
 """
 
 from __future__ import annotations
