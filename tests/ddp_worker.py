@@ -12,7 +12,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from planetloc.train.data import rank_slice
 from planetloc.train.distributed import init_from_env
 from planetloc.train.trainer import TrainStep, compute_loss
 
@@ -24,10 +23,19 @@ def main() -> None:
     info = init_from_env("cpu")
     model, cfg, text, tiles, sigs = build()
     step = nn.parallel.DistributedDataParallel(TrainStep(model))
-    idx = rank_slice(torch.arange(tiles.shape[0]), info.rank, info.world_size)
+    per = tiles.shape[0] // info.world_size
+    idx = torch.arange(info.rank * per, (info.rank + 1) * per)
     local_text = type(text)(tokens=text.tokens[idx], mask=text.mask[idx], pooled=text.pooled[idx])
     parts = compute_loss(
-        step, model, cfg, local_text, tiles[idx], {k: v[idx] for k, v in sigs.items()}, info
+        step,
+        model,
+        cfg,
+        local_text,
+        tiles[idx],
+        {k: v[idx] for k, v in sigs.items()},
+        None,
+        info,
+        0,
     )
     parts.total.backward()
     if info.is_main:

@@ -28,7 +28,7 @@ from planetloc.builder.fetch import (
     require_json,
 )
 from planetloc.builder.imagery import require_image
-from planetloc.builder.loopback import LoopbackServer, pattern, photos_near
+from planetloc.builder.loopback import LoopbackServer, pattern, photos_within
 from planetloc.builder.satellite import XYZSource, tile_window
 from planetloc.builder.stages import FETCH_STAGES
 from planetloc.cli import main
@@ -175,7 +175,8 @@ def test_circuit_breaker_stops_a_dead_provider_and_resume_finishes(server, tmp_p
     server.clear_faults()
     report = build(server, tmp_path, **dead)
     assert report["dataset"]["samples"] == report["stages"]["satellite"]["counts"]["done"]
-    assert report["stages"]["streetview"]["counts"]["existing"] == 12
+    street = report["stages"]["streetview"]["counts"]
+    assert street["existing"] >= 1 and street["existing"] + street.get("done", 0) == 12
 
 
 def test_concurrency_cap_and_user_agent(server, tmp_path) -> None:
@@ -286,7 +287,7 @@ def test_quarantine_reports_and_retries_on_request(server, tmp_path) -> None:
     points = [
         json.loads(x) for x in (tmp_path / "work/points/tokyo-jp.jsonl").read_text().splitlines()
     ]
-    covered = [p for p in points if photos_near(p["lat"], p["lon"], 50.0)]
+    covered = [p for p in points if photos_within(p["lat"], p["lon"], 50.0)]
     victim = covered[0]
 
     def near_victim(req) -> bool:
@@ -371,7 +372,7 @@ def test_kill_9_at_any_stage_then_resume_gives_every_sample_once(server, tmp_pat
     out = tmp_path / "out"
 
     def records() -> int:
-        return len(list((out / "work").glob("*/*/*.json")))
+        return sum(len(list((out / "work" / s).glob("*/*.json"))) for s in FETCH_STAGES)
 
     # Three kills, each after the run has made some progress (samples flow through all
     # stages at once, so a kill lands in the middle of street view, satellite and LVLM work).

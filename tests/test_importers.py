@@ -144,10 +144,11 @@ def test_table_with_column_mapping(tmp_path: Path) -> None:
         ]
     )
     out = tmp_path / "m" / "core.parquet"
-    records = import_table(
+    where, records = import_table(
         table, manifest_dir=out.parent, mapping=mapping, image_root=tmp_path / "imgs"
     )
-    build_manifest(records, out)
+    assert where == "line" and [n for n, _ in records] == [2, 3]  # CSV lines; the header is 1
+    build_manifest(records, out, source=table, where=where)
     samples = read_manifest(out).samples
     assert [(s.id, s.lat, s.region, s.split) for s in samples] == [
         ("1", 52.37, "amsterdam", "train"),
@@ -159,7 +160,7 @@ def test_table_with_column_mapping(tmp_path: Path) -> None:
 def test_table_errors_name_the_row_and_column(tmp_path: Path) -> None:
     table = tmp_path / "t.jsonl"
     table.write_text(json.dumps({"id": "x", "lat": "abc"}) + "\n")
-    with pytest.raises(PlanetlocError, match=r"row 0: column 'lat' = 'abc' is not a number"):
+    with pytest.raises(PlanetlocError, match=r"t\.jsonl: line 1: column 'lat' = 'abc' is not"):
         import_table(table, manifest_dir=tmp_path)
     with pytest.raises(PlanetlocError, match="'colour' is not a schema field"):
         parse_mapping(["colour=c"])

@@ -1,7 +1,9 @@
-"""Gallery indexes, geographic priors and ``Locator``."""
+"""Gallery indexes (content-keyed shards, FAISS factory strings, one search contract),
+geographic priors, estimates and ``Locator``."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -9,89 +11,115 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planetloc.data.manifest import Manifest
+from planetloc.data.manifest import Manifest, write_manifest
 from planetloc.errors import PlanetlocError
-from planetloc.geo.coords import haversine_m
-from planetloc.index.locate import Locator, estimate_location
+from planetloc.geo.coords import haversine_m, offset_latlon
+from planetloc.index.estimate import estimate_location
+from planetloc.index.locate import Locator, Query
 from planetloc.index.priors import Prior, select
-from planetloc.index.store import GalleryIndex, IndexParams, build_index
-from planetloc.train.checkpoint import read_checkpoint
+from planetloc.index.store import GalleryIndex
+from planetloc.workflows.indexing import build_gallery_index
 
 
-def _gallery(world: Manifest) -> list:
-    return world.by_split("test", "gallery")
+def _build(checkpoint: Path, gallery: Path, out: Path, **kw) -> dict:
+    return build_gallery_index(
+        checkpoint=str(checkpoint),
+        gallery=str(gallery),
+        out=out,
+        splits=kw.pop("splits", ("test", "gallery")),
+        shard_size=kw.pop("shard_size", 64),
+        tile_size_m=kw.pop("tile_size_m", 192.0),
+        progress=False,
+        **kw,
+    )
 
 
 def test_index_holds_every_gallery_tile(tiny_index: Path, small_world: Manifest) -> None:
     index = GalleryIndex.open(tiny_index)
-    expected = _gallery(small_world)
+    expected = small_world.by_split("test", "gallery")
     assert index.info["count"] == len(expected) == len(index.ids)
-    assert set(index.ids) == {s.id for s in expected}
+    assert list(index.ids) == [s.id for s in expected]  # rows follow the manifest
     assert index.embeddings.dtype == np.float16 and index.embeddings.shape[1] == 32
-    assert index.info["params"]["kind"] == "flat"
+    assert index.info["search"]["factory"] == "Flat" and index.tile_size_m == 192.0
     norms = np.linalg.norm(np.asarray(index.embeddings, dtype=np.float32), axis=1)
     assert np.allclose(norms, 1.0, atol=2e-3)
     assert set(index.phys) == {"color", "struc", "tex"}
 
 
-def test_killed_build_resumes_without_reencoding_finished_shards(
+def test_rebuild_reencodes_exactly_the_shards_whose_inputs_changed(
     tiny_index: Path, tiny_checkpoint: Path, small_world: Manifest, tmp_path: Path
 ) -> None:
     out = tmp_path / "idx"
     shutil.copytree(tiny_index, out)
     shards = sorted((out / "shards").glob("*.npz"))
-    assert len(shards) > 2
-    # A kill during shard 2: later shards and every merged file are missing.
-    for path in shards[2:]:
-        path.unlink()
-    for name in ("index.json", "faiss.index", "embeddings.npy", "meta.parquet"):
-        (out / name).unlink()
-    kept = {p.name: p.stat().st_mtime_ns for p in shards[:2]}
-    build_index(
-        tiny_checkpoint,
-        small_world.path,
-        out,
-        splits=("test", "gallery"),
-        shard_size=64,
-        progress=False,
-    )
-    assert {p.name: p.stat().st_mtime_ns for p in shards[:2]} == kept
-    a, b = GalleryIndex.open(tiny_index), GalleryIndex.open(out)
-    assert np.array_equal(np.asarray(a.embeddings), np.asarray(b.embeddings))
-    with pytest.raises(PlanetlocError, match="another model or gallery"):
-        build_index(
-            tiny_checkpoint, small_world.path, out, splits=("test",), shard_size=64, progress=False
-        )
+    stamps = {p.name: p.stat().st_mtime_ns for p in shards}
+    # Same path and tile count, but two tiles of the last shard swap images: a stale index
+    # would pair them with each other's embeddings.
+    samples = [copy.deepcopy(s) for s in small_world.samples]  # the shared world stays as it is
+    gallery = [s for s in samples if s.split in ("test", "gallery")]
+    a, b = gallery[-1], gallery[-2]
+    a.sat_path, b.sat_path = b.sat_path, a.sat_path
+    for s in samples:
+        s.sat_path = str(small_world.resolve(s.sat_path))
+    changed = write_manifest(samples, tmp_path / "changed.jsonl")
+    info = _build(tiny_checkpoint, changed, out)
+    assert info["shards"]["reused"] == len(shards) - 1
+    after = {p.name: p.stat().st_mtime_ns for p in sorted((out / "shards").glob("*.npz"))}
+    assert [n for n in stamps if stamps[n] != after[n]] == [shards[-1].name]
+    old, new = GalleryIndex.open(tiny_index), GalleryIndex.open(out)
+    assert np.array_equal(np.asarray(old.embeddings[-1]), np.asarray(new.embeddings[-2]))
+    assert np.array_equal(np.asarray(old.embeddings[-2]), np.asarray(new.embeddings[-1]))
+    # Another model re-encodes everything.
+    from planetloc.model.checkpoint import read_checkpoint
+
+    assert read_checkpoint(tiny_checkpoint).fingerprint == new.info["model_fingerprint"]
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
-def test_approximate_kinds_find_the_exact_neighbours(
-    kind: str, tiny_index: Path, tiny_checkpoint: Path, small_world: Manifest, tmp_path: Path
+@pytest.mark.parametrize(("kind", "factory"), [("hnsw", "HNSW32,Flat"), ("ivfpq", "IVF")])
+def test_approximate_kinds_return_exact_scores_and_find_the_neighbours(
+    kind: str,
+    factory: str,
+    tiny_index: Path,
+    tiny_checkpoint: Path,
+    small_world: Manifest,
+    tmp_path: Path,
 ) -> None:
-    out = build_index(
-        tiny_checkpoint,
-        small_world.path,
-        tmp_path / kind,
-        params=IndexParams(kind=kind, dtype="float32"),
-        splits=("test", "gallery"),
-        shard_size=64,
-        progress=False,
-    )
+    out = tmp_path / kind
+    info = _build(tiny_checkpoint, small_world.path, out, kind=kind, dtype="float32")
+    assert info["search"]["factory"].startswith(factory)
     approx, exact = GalleryIndex.open(out), GalleryIndex.open(tiny_index)
-    assert approx.info["params"]["kind"] == kind
-    if kind == "ivfpq":
-        assert approx.info["params"]["nlist"] >= 1 and approx.info["params"]["pq_m"] == 8
-        assert approx.info["params"]["refine"] == 8
     queries = np.asarray(exact.embeddings[:40], dtype=np.float32)
-    _, got = approx.search(queries, 10)
-    _, want = exact.search(queries, 10)
-    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)])
+    rows, scores = approx.search(queries, 10)
+    want, _ = exact.search(queries, 10)
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(rows, want, strict=True)])
     assert recall >= 0.95, recall
-    # Large allowed sets go through FAISS's id selector: only allowed ids may come back.
-    allowed = np.arange(0, approx.info["count"], 3)
-    for idx in (approx, exact):
-        _, ids = idx.search(queries[:5], 5, allowed, exact_limit=0)
-        assert set(ids[ids >= 0].tolist()) <= set(allowed.tolist()) and (ids >= 0).sum() > 0
+    # Scores are exact float64 cosines with the stored vectors, best first.
+    stored = np.asarray(approx.embeddings, dtype=np.float64)
+    for q, r, s in zip(queries, rows, scores, strict=True):
+        assert np.allclose(s, stored[r] @ q.astype(np.float64), atol=1e-12)
+        assert np.all(np.diff(s) <= 0)
+    # Allowed sets: only allowed rows come back, for any size of set.
+    for allowed in (np.arange(0, len(approx), 3), np.arange(5)):
+        got, _ = approx.search(queries[:5], 5, allowed)
+        assert set(got[got >= 0].tolist()) <= set(allowed.tolist()) and (got >= 0).any()
+    locator = Locator.open(out)
+    text = small_world.by_split("test")[0].text
+    result = locator.locate(Query(text=text, k=5))
+    assert len(result.tiles) == 5 and result.estimate is not None
+
+
+def test_flat_search_gives_the_same_answer_for_any_batch_size(tiny_index: Path) -> None:
+    from planetloc.index.search import SMALL_BATCH
+
+    index = GalleryIndex.open(tiny_index)
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((SMALL_BATCH + 5, 32)).astype(np.float32)
+    small_rows, small_scores = index.search(queries[:3], 7)
+    big_rows, big_scores = index.search(queries, 7)
+    assert np.array_equal(small_rows, big_rows[:3])
+    assert np.allclose(small_scores, big_scores[:3], atol=1e-12)
+    stored = np.asarray(index.embeddings, dtype=np.float64)
+    assert np.array_equal(small_rows[:, 0], np.argmax(queries[:3].astype(np.float64) @ stored.T, 1))
 
 
 def test_priors_select_exactly_what_they_say(tiny_index: Path) -> None:
@@ -104,17 +132,54 @@ def test_priors_select_exactly_what_they_say(tiny_index: Path) -> None:
     dist = haversine_m(point[0], point[1], lat, lon)
     assert set(within) == set(np.flatnonzero(dist <= 300))
     nearest = select(Prior(near=point, nearest=7), lat, lon, region)
-    assert set(nearest) == set(np.argsort(dist)[:7])
+    assert set(nearest) == set(np.lexsort((np.arange(len(dist)), dist))[:7])
     bbox = (point[1] - 0.002, point[0] - 0.002, point[1] + 0.002, point[0] + 0.002)
     inside = select(Prior(bbox=bbox), lat, lon, region)
     assert 0 in inside and np.all((lat[inside] >= bbox[1]) & (lon[inside] <= bbox[2]))
     assert select(None, lat, lon, region) is None
-    with pytest.raises(PlanetlocError, match="needs a point"):
-        Prior(radius_km=3)
-    with pytest.raises(PlanetlocError, match="radius must be positive"):
-        Prior(near=(0, 0), radius_km=-1)
-    with pytest.raises(PlanetlocError, match="not a valid lat,lon"):
-        Prior(near=(95, 0))
+    for kwargs, message in [
+        ({"radius_km": 3}, "needs a point"),
+        ({"near": (0, 0), "radius_km": -1}, "radius must be positive"),
+        ({"near": (0, 0), "radius_km": float("nan")}, "radius_km must be a finite number"),
+        ({"near": (95, 0)}, "not a valid lat,lon"),
+        ({"near": (float("nan"), 0)}, "prior point must be a finite number"),
+        ({"bbox": (0, 0, 1)}, "needs 4 numbers"),
+        ({"near": (0, 0), "nearest": 0}, "nearest-m prior"),
+        ({"regions": ("x" * 101,)}, "1-100 characters"),
+    ]:
+        with pytest.raises(PlanetlocError, match=message):
+            Prior(**kwargs)
+
+
+def test_antimeridian_boxes_and_estimates() -> None:
+    lat = np.array([0.0, 0.0, 0.0, 0.0])
+    lon = np.array([179.999, -179.999, 0.0, 179.0])
+    region = np.array(["a", "a", "b", "a"])
+    across = select(Prior(bbox=(179.5, -1.0, -179.5, 1.0)), lat, lon, region)
+    assert across.tolist() == [0, 1]  # west > east: the box spans the date line
+    est = estimate_location(lat[:2], lon[:2], np.array([0.5, 0.5]), 50.0, 192.0)
+    # The centre of two tiles either side of the line lies on it, not at longitude 0.
+    assert abs(abs(est.lon) - 180.0) < 1e-6 and est.radius_m < 1000
+
+
+def test_estimate_follows_a_clear_winner_and_widens_on_ties() -> None:
+    half = 192.0 * np.sqrt(2) / 2
+    lat = np.array([10.0, 10.01, 10.02])
+    lon = np.array([20.0, 20.0, 20.0])
+    clear = estimate_location(lat, lon, np.array([0.9, 0.3, 0.2]), 50.0, 192.0)
+    assert haversine_m(clear.lat, clear.lon, 10.0, 20.0) < 5
+    assert clear.radius_m == pytest.approx(half, rel=0.05)
+    # The minimum radius is the gallery's own half tile diagonal.
+    big = estimate_location(lat, lon, np.array([0.9, 0.3, 0.2]), 50.0, 500.0)
+    assert big.radius_m == pytest.approx(500 * np.sqrt(2) / 2, rel=0.05)
+    tie = estimate_location(lat, lon, np.array([0.5, 0.5, 0.5]), 50.0, 192.0)
+    assert haversine_m(tie.lat, tie.lon, 10.01, 20.0) < 5
+    assert 1500 < tie.radius_m < 2500  # 2 x RMS spread of three tiles 1.1 km apart
+    far = estimate_location(
+        np.array([10.0, -30.0]), np.array([20.0, 150.0]), np.array([0.5, 0.5]), 50.0, 192.0
+    )
+    assert haversine_m(far.lat, far.lon, 10.0, 20.0) < 1
+    assert far.radius_m == pytest.approx(2 * half, rel=0.05)  # a rival halves the share
 
 
 def test_locate_ranks_by_exact_score_and_respects_priors(
@@ -122,101 +187,105 @@ def test_locate_ranks_by_exact_score_and_respects_priors(
 ) -> None:
     locator = Locator.open(tiny_index)
     query = small_world.by_split("test")[0]
-    result = locator.locate(query.text, k=8)
+    result = locator.locate(Query(text=query.text, k=8))
     scores = [t.score for t in result.tiles]
     assert len(result.tiles) == 8 and scores == sorted(scores, reverse=True)
-    q, _ = locator._encode([query.text])
-    position = {str(i): n for n, i in enumerate(locator.index.ids)}
-    emb = np.asarray(locator.index.embeddings, dtype=np.float32)
-    best = int(np.argmax(emb @ q[0]))
+    emb = locator.encoder.encode_texts([query.text]).global_[0].astype(np.float64)
+    stored = np.asarray(locator.index.embeddings, dtype=np.float64)
+    best = int(np.argmax(stored @ emb))
     assert result.tiles[0].id == str(locator.index.ids[best])
+    assert result.tiles[0].score == pytest.approx(float(stored[best] @ emb), abs=1e-12)
     assert all(set(t.physics) == {"color", "struc", "tex"} for t in result.tiles)
-    assert result.estimate is not None and result.estimate.radius_m >= 136
-    regional = locator.locate(query.text, k=5, prior=Prior(regions=(query.region,)))
+    assert result.estimate is not None and result.estimate.radius_m >= 192 * np.sqrt(2) / 2 - 1
+    assert result.truncated is False and result.query == "text"
+    regional = locator.locate(Query(text=query.text, k=5, prior=Prior(regions=(query.region,))))
     assert {t.region for t in regional.tiles} == {query.region}
-    near = locator.locate(query.text, k=5, prior=Prior(near=(query.lat, query.lon), nearest=5))
+    near = locator.locate(
+        Query(text=query.text, k=5, prior=Prior(near=(query.lat, query.lon), nearest=5))
+    )
     assert query.id in {t.id for t in near.tiles}
-    assert [position[t.id] for t in near.tiles]  # ids are real gallery ids
-    batch = locator.locate_batch([query.text, "I see a river."], k=3)
+    batch = locator.locate_many([Query(text=query.text, k=3), Query(text="I see a river.", k=3)])
     assert [len(r.tiles) for r in batch] == [3, 3] and batch[0].tiles[0].id == result.tiles[0].id
-    empty = locator.locate(query.text, k=5, prior=Prior(bbox=(0.0, 0.0, 0.001, 0.001)))
+    empty = locator.locate(Query(text=query.text, k=5, prior=Prior(bbox=(0.0, 0.0, 0.001, 0.001))))
     assert empty.tiles == [] and empty.estimate is None
+    long = locator.locate(Query(text="trees and towers " * 200, k=1))
+    assert long.truncated is True  # the cut is reported, not thrown away
 
 
 @pytest.mark.parametrize(
-    ("text", "k", "message"),
+    ("query", "message"),
     [
-        ("", 5, "the description is empty"),
-        ("   ", 5, "the description is empty"),
-        ("x" * 5000, 5, "5000 characters; the limit is 4000"),
-        (42, 5, "must be text, got int"),
-        ("I see trees.", 0, "k must be between 1 and 100"),
-        ("I see trees.", 101, "k must be between 1 and 100"),
+        (Query(text=""), "the description is empty"),
+        (Query(text="   "), "the description is empty"),
+        (Query(text="x" * 5000), "5000 characters; the limit is 4000"),
+        (Query(text=42), "must be text, got int"),  # type: ignore[arg-type]
+        (Query(text="I see trees.", k=0), "k must be an integer between 1 and 100"),
+        (Query(text="I see trees.", k=101), "k must be an integer between 1 and 100"),
+        (Query(text="a\udcff b"), "not valid text"),
+        (Query(), "give a description"),
+        (Query(image=b"not an image"), "trained on descriptions only"),
+        (Query(text="x", heading_deg=float("nan")), "heading must be a finite number"),
     ],
 )
-def test_locate_rejects_bad_input(tiny_index: Path, text: object, k: int, message: str) -> None:
+def test_locate_rejects_bad_input(tiny_index: Path, query: Query, message: str) -> None:
     locator = Locator.open(tiny_index)
     with pytest.raises(PlanetlocError, match=message):
-        locator.locate(text, k=k)  # type: ignore[arg-type]
+        locator.locate(query)
 
 
-def test_index_refuses_another_model(
+def test_index_refuses_another_model_and_damaged_files(
     tiny_index: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    import torch
+    from safetensors.torch import load_file, save_file
 
-    payload = read_checkpoint(tiny_checkpoint)
-    key = next(k for k in payload["model"] if k.startswith("image_proj"))
-    payload["model"][key] = payload["model"][key] + 1.0
-    torch.save(payload, tmp_path / "other.pt")
+    from planetloc.model.checkpoint import checkpoint_path
+
+    src = checkpoint_path(tiny_checkpoint)
+    from safetensors import safe_open
+
+    with safe_open(str(src), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(src))
+    key = next(k for k in tensors if k.startswith("model.image_proj"))
+    tensors[key] = tensors[key] + 1.0
+    meta["fingerprint"] = "another"
+    save_file(tensors, str(tmp_path / "other.safetensors"), metadata=meta)
     with pytest.raises(PlanetlocError, match="built by another model"):
-        Locator.open(tiny_index, checkpoint=tmp_path / "other.pt")
-    info = json.loads((tiny_index / "index.json").read_text())
+        Locator.open(tiny_index, checkpoint=tmp_path / "other.safetensors")
     copy = tmp_path / "copy"
     shutil.copytree(tiny_index, copy)
-    info["embed_dim"] = 64
-    (copy / "index.json").write_text(json.dumps(info))
+    info = json.loads((tiny_index / "index.json").read_text())
+    (copy / "index.json").write_text(json.dumps({**info, "embed_dim": 64}))
     with pytest.raises(PlanetlocError, match=r"do not match index\.json"):
+        GalleryIndex.open(copy)
+    (copy / "index.json").write_text("{not json")
+    with pytest.raises(PlanetlocError, match="damaged index description"):
+        GalleryIndex.open(copy)
+    (copy / "index.json").write_text(json.dumps(info))
+    (copy / "faiss.index").write_bytes(b"garbage")
+    with pytest.raises(PlanetlocError, match="damaged FAISS index"):
+        GalleryIndex.open(copy)
+    shutil.copy(tiny_index / "faiss.index", copy / "faiss.index")
+    (copy / "meta.parquet").write_bytes(b"garbage")
+    with pytest.raises(PlanetlocError, match="damaged index"):
         GalleryIndex.open(copy)
     with pytest.raises(PlanetlocError, match="not a finished index"):
         GalleryIndex.open(tmp_path)
 
 
-def test_estimate_follows_a_clear_winner_and_widens_on_ties() -> None:
-    lat = np.array([10.0, 10.01, 10.02])
-    lon = np.array([20.0, 20.0, 20.0])
-    clear = estimate_location(lat, lon, np.array([0.9, 0.3, 0.2]), scale=50.0)
-    assert haversine_m(clear.lat, clear.lon, 10.0, 20.0) < 5 and clear.radius_m == pytest.approx(
-        136, rel=0.05
+def test_tile_size_comes_from_the_samples(
+    tiny_checkpoint: Path, small_world: Manifest, tmp_path: Path
+) -> None:
+    info = build_gallery_index(
+        checkpoint=str(tiny_checkpoint),
+        gallery=str(small_world.path),
+        out=tmp_path / "i",
+        splits=("gallery",),
+        progress=False,
     )
-    tie = estimate_location(lat, lon, np.array([0.5, 0.5, 0.5]), scale=50.0)
-    assert haversine_m(tie.lat, tie.lon, 10.01, 20.0) < 5
-    assert 1500 < tie.radius_m < 2500  # 2 x RMS spread of three tiles 1.1 km apart
-    # A rival on another continent scoring as well as the best halves the cluster's share.
-    far = estimate_location(
-        np.array([10.0, -30.0]), np.array([20.0, 150.0]), np.array([0.5, 0.5]), scale=50.0
-    )
-    assert haversine_m(far.lat, far.lon, 10.0, 20.0) < 1 and far.radius_m == pytest.approx(
-        272, rel=0.05
-    )
-    lonely = estimate_location(
-        np.array([10.0, -30.0]), np.array([20.0, 150.0]), np.array([0.5, 0.2]), scale=50.0
-    )
-    assert lonely.radius_m == pytest.approx(136, rel=0.01)
+    assert info["tile_size_m"] == small_world.samples[0].meta["tile_m"]
 
 
-def test_flat_search_gives_the_same_answer_for_any_batch_size() -> None:
-    import faiss
-
-    from planetloc.index.store import SMALL_BATCH, flat_search
-
-    rng = np.random.default_rng(0)
-    xb = rng.standard_normal((500, 16), dtype=np.float32)
-    index = faiss.IndexFlatIP(16)
-    index.add(xb)
-    queries = rng.standard_normal((SMALL_BATCH + 5, 16), dtype=np.float32)
-    small_d, small_i = flat_search(index, queries[:3], 7)
-    big_d, big_i = flat_search(index, queries, 7)
-    assert np.array_equal(small_i, big_i[:3])
-    assert np.allclose(small_d, big_d[:3], atol=1e-4)
-    assert np.array_equal(small_i[:, 0], np.argmax(queries[:3] @ xb.T, axis=1))
+def test_offset_helper_is_consistent() -> None:
+    lat, lon = offset_latlon(10.0, 20.0, 1000.0, 0.0)
+    assert haversine_m(10.0, 20.0, lat, lon) == pytest.approx(1000.0, rel=1e-4)

@@ -173,7 +173,7 @@ def test_failed_write_leaves_previous_manifest_intact(
 
 def test_build_manifest_validates_records_with_the_reader_rules(tree: Path) -> None:
     out = tree / "out.jsonl"
-    with pytest.raises(PlanetlocError, match=r"record 1 \(id='s1'\): field 'lon'"):
+    with pytest.raises(PlanetlocError, match=r"record 2 \(id='s1'\): field 'lon'"):
         build_manifest([_record(0), _record(1, lon=200.0)], out)
     assert not out.exists()
     manifest = build_manifest([_record(0), _record(1, lon=200.0)], out, on_bad_sample="skip")

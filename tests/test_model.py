@@ -216,7 +216,7 @@ def test_unknown_backbone_and_missing_hub_weights_are_clear_errors(
         Planet(ModelConfig(backbone="resnet9000"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
-        PlanetlocError, match="cannot load CLIPModel from 'openai/clip-vit-large-patch14-336'"
+        PlanetlocError, match="cannot load the tokenizer of 'openai/clip-vit-large-patch14-336'"
     ):
         Planet(ModelConfig(backbone="clip-vit-l14-336"))
 

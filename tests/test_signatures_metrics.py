@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from planetloc.eval.metrics import recall_at_k, true_ranks
+from planetloc.eval.metrics import recall_at_k, retrieval_metrics
 from planetloc.model.signatures import (
     SignatureScaler,
     color_histogram,
@@ -14,6 +14,7 @@ from planetloc.model.signatures import (
     physical_signatures,
     radial_spectrum,
 )
+from planetloc.ranking import rank_of
 
 
 def test_pure_red_tile_peaks_in_the_top_red_bin() -> None:
@@ -71,15 +72,12 @@ def test_ranks_and_recall_on_a_hand_made_matrix() -> None:
         [
             [0.9, 0.1, 0.0, 0.2],  # true 0: rank 0
             [0.5, 0.4, 0.6, 0.1],  # true 1: two above -> rank 2
-            [0.3, 0.3, 0.3, 0.3],  # true 3: all tied -> pessimistic rank 3
+            [0.3, 0.3, 0.3, 0.3],  # true 3: all tied -> lower rows first -> rank 3
+            [0.3, 0.3, 0.3, 0.3],  # true 0: all tied -> rank 0
         ]
     )
-    ranks = true_ranks(scores, np.array([0, 1, 3]))
-    assert ranks.tolist() == [0, 2, 3]
-    assert recall_at_k(ranks, (1, 3, 4)) == {
-        "R@1": pytest.approx(100 / 3),
-        "R@3": pytest.approx(200 / 3),
-        "R@4": 100.0,
-    }
+    ranks = rank_of(scores, np.array([0, 1, 3, 0]))
+    assert ranks.tolist() == [0, 2, 3, 0]
+    assert recall_at_k(ranks, (1, 3, 4)) == {"R@1": 50.0, "R@3": 75.0, "R@4": 100.0}
     with pytest.raises(ValueError, match="outside the gallery"):
-        true_ranks(scores, np.array([0, 1, 4]))
+        retrieval_metrics(scores, np.array([0, 1, 4, 0]), np.zeros((4, 2)))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from planetloc.data.manifest import Manifest, read_manifest
-from planetloc.data.synth.describe import MAX_WORDS, MIN_WORDS
+from planetloc.data.synth.describe import HELD_OUT_STYLE, STYLES, TRAIN_STYLES, WORD_RANGES
 from planetloc.data.synth.generate import SynthConfig, generate_world, region_seed
 from planetloc.data.synth.render import cast_shadows, crop_tile, render_scene
 from planetloc.data.synth.style import derive_style
@@ -73,12 +73,25 @@ def test_world_has_all_splits_and_valid_samples(small_world: Manifest) -> None:
     seen = {s.region for s in small_world.by_split("train", "val", "test")}
     assert unseen and not unseen & seen
     assert len({s.continent for s in small_world.samples}) == 6
+    styles = set()
     for s in small_world.samples:
         assert Image.open(small_world.resolve(s.sat_path)).size == (128, 128)
-        if s.split != "gallery":
-            assert MIN_WORDS <= len(s.text.split()) <= MAX_WORDS, s.text
-            first_sentence = s.text.split(".")[0]
-            assert " I " in f" {first_sentence} " or "I'm" in first_sentence, s.text
+        if s.split == "gallery":
+            assert s.street_path is None and "alt_texts" not in s.meta
+            continue
+        style = s.meta["style"]
+        styles.add(style)
+        low, high = WORD_RANGES[style]
+        assert style in TRAIN_STYLES and low <= len(s.text.split()) <= high, s.text
+        # Every other style's phrasing of the same scene; the held-out one only for testing.
+        others = set(STYLES) - {style}
+        if s.split in ("train", "val"):
+            others.discard(HELD_OUT_STYLE)
+        assert set(s.meta["alt_texts"]) == others
+        # A street panorama, 4:1, of the same standing point.
+        assert Image.open(small_world.resolve(s.street_path)).size == (512, 128)
+        assert s.meta["tile_m"] == 192.0 and 0 <= s.meta["heading_deg"] < 360
+    assert styles == set(TRAIN_STYLES)
 
 
 def test_descriptions_vary_in_phrasing(small_world: Manifest) -> None:

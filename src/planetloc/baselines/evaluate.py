@@ -9,22 +9,24 @@ import torch
 
 from planetloc.baselines.text_to_signature import TextToSignature
 from planetloc.data.images import load_tiles
-from planetloc.data.manifest import Manifest
-from planetloc.eval.metrics import recall_at_k, true_ranks
-from planetloc.eval.protocols import evaluation_sets
+from planetloc.data.table import SampleTable, read_table
+from planetloc.errors import PlanetlocError
+from planetloc.eval.metrics import KS, recall_at_k
+from planetloc.eval.protocols import evaluation_sets, evaluation_table
 from planetloc.model.signatures import physical_signatures
+from planetloc.ranking import order, rank_of
 
-KS = (1, 5, 10)
 
-
-def _signatures(manifest: Manifest, samples: list, batch: int = 256) -> dict[str, torch.Tensor]:
-    tiles = load_tiles(manifest, samples)
-    parts = [physical_signatures(tiles[i : i + batch]) for i in range(0, len(tiles), batch)]
+def _signatures(table: SampleTable, rows: np.ndarray, batch: int = 256) -> dict[str, torch.Tensor]:
+    paths = [table.resolve(p) for p in table.sat_path[rows].tolist()]
+    parts = []
+    for i in range(0, len(paths), batch):
+        parts.append(physical_signatures(load_tiles(paths[i : i + batch])))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def evaluate_text_to_signature(
-    manifest: Manifest, *, alpha: float = 1.0, examples: int = 3
+    data: str, *, alpha: float = 1.0, examples: int = 3
 ) -> dict[str, Any]:
     """Fit on ``train``, report chance and baseline recall for each evaluation set.
 
@@ -33,43 +35,45 @@ def evaluate_text_to_signature(
     ``baseline`` (R@k of this method, percent). ``examples`` lists the top-5 tiles of the
     first few world-set queries.
     """
-    train = manifest.by_split("train")
-    if not train:
-        raise ValueError(f"{manifest.path}: no 'train' samples to fit the baseline on")
-    model = TextToSignature.fit([s.text for s in train], _signatures(manifest, train), alpha=alpha)
-    sets = evaluation_sets(manifest.samples)
-    needed = {s.id: s for es in sets for s in es.gallery}
-    ordered = list(needed.values())
-    tile_vecs = model.encode_tiles(_signatures(manifest, ordered))
-    index_of = {s.id: i for i, s in enumerate(ordered)}
+    train = read_table(data, splits=("train",))
+    if not len(train):
+        raise PlanetlocError(f"{train.path}: no 'train' samples to fit the baseline on")
+    rows = np.arange(len(train))
+    model = TextToSignature.fit([str(t) for t in train.text], _signatures(train, rows), alpha=alpha)
+    table = evaluation_table(data)
+    sets = evaluation_sets(table)
+    tile_vecs = model.encode_tiles(_signatures(table, np.arange(len(table))))
     report: dict[str, Any] = {
         "method": "text-to-signature (tf-idf + ridge)",
         "train_samples": len(train),
         "sets": {},
     }
     for es in sets:
-        gallery_vecs = tile_vecs[[index_of[s.id] for s in es.gallery]]
-        scores = model.encode_text([q.text for q in es.queries]) @ gallery_vecs.T
-        ranks = true_ranks(scores, np.asarray(es.true_index))
+        scores = (
+            model.encode_text([str(t) for t in table.text[es.queries]]) @ tile_vecs[es.gallery].T
+        )
+        true = np.searchsorted(es.gallery, es.true_rows)
+        ranks = rank_of(scores, true)
         if es.name == "world":
+            best = order(scores[:examples])[:, :5]
             report["examples"] = [
                 {
-                    "query": q.id,
-                    "text": q.text,
+                    "query": str(table.id[q]),
+                    "text": str(table.text[q]),
                     "top": [
                         {
-                            "id": es.gallery[j].id,
+                            "id": str(table.id[es.gallery[j]]),
                             "score": float(scores[i, j]),
-                            "true": es.gallery[j].id == q.id,
+                            "true": int(es.gallery[j]) == int(q),
                         }
-                        for j in np.argsort(-scores[i])[:5]
+                        for j in best[i].tolist()
                     ],
                 }
-                for i, q in enumerate(es.queries[:examples])
+                for i, q in enumerate(es.queries[:examples].tolist())
             ]
         report["sets"][es.name] = {
-            "queries": len(es.queries),
-            "gallery": len(es.gallery),
+            "queries": int(len(es.queries)),
+            "gallery": int(len(es.gallery)),
             "chance": {f"R@{k}": 100.0 * min(k, len(es.gallery)) / len(es.gallery) for k in KS},
             "baseline": recall_at_k(ranks, KS),
         }

@@ -16,6 +16,9 @@ from planetloc.yaml_config import read_mapping
 
 DEFAULT_USER_AGENT = f"planetloc/{__version__} (CORE-style dataset builder)"
 
+# Mapillary's signed thumbnail URLs (API v4 image fields), smallest first.
+THUMB_FIELDS = ("thumb_256_url", "thumb_1024_url", "thumb_2048_url", "thumb_original_url")
+
 
 @dataclass
 class HttpConfig:
@@ -49,6 +52,7 @@ class StreetViewConfig:
     api_url: str = "https://graph.mapillary.com"
     token_env: str = "MAPILLARY_TOKEN"
     image_field: str = "thumb_2048_url"
+    search_limit: int = 100  # results per Mapillary search (the API allows up to 2000)
     folder: str | None = None
     radius_m: float = 50.0
     prefer_pano: bool = True
@@ -84,6 +88,7 @@ class DescribeConfig:
     min_words: int = 40
     max_words: int = 250
     max_tokens: int = 512
+    max_tokens_field: str = "max_tokens"  # or max_completion_tokens (OpenAI's own API)
     temperature: float = 0.2
     attempts: int = 3
     image_max_side: int = 1024
@@ -137,7 +142,13 @@ class BuildConfig:
             "satellite.provider": (self.satellite.provider, ("xyz", "local")),
             "satellite.centre": (self.satellite.centre, ("photo", "point")),
             "satellite.crs": (self.satellite.crs, ("EPSG:4326", "EPSG:3857")),
+            "describe.max_tokens_field": (
+                self.describe.max_tokens_field,
+                ("max_tokens", "max_completion_tokens"),
+            ),
         }
+        if self.streetview.provider == "mapillary":
+            choices["streetview.image_field"] = (self.streetview.image_field, THUMB_FIELDS)
         street = self.streetview.provider
         if street not in ("mapillary", "local", "none") and ":" not in street:
             raise PlanetlocError(
@@ -152,6 +163,7 @@ class BuildConfig:
             "satellite.pixels": self.satellite.pixels,
             "satellite.size_m": self.satellite.size_m,
             "describe.attempts": self.describe.attempts,
+            "describe.max_tokens": self.describe.max_tokens,
             "http.attempts": self.http.attempts,
             "write.shard_size": self.write.shard_size,
         }
@@ -166,6 +178,11 @@ class BuildConfig:
             get_region(region)  # an unknown name is an error, not a silent default
             if isinstance(quota, bool) or not isinstance(quota, int) or quota < 0:
                 raise PlanetlocError(f"sample.quotas[{region!r}] must be a count, got {quota!r}")
+        if not 1 <= self.streetview.search_limit <= 2000:
+            raise PlanetlocError(
+                f"streetview.search_limit must be in 1..2000 (the Mapillary API's maximum), "
+                f"got {self.streetview.search_limit}"
+            )
         if not 0 <= self.satellite.zoom <= 23:
             raise PlanetlocError(f"satellite.zoom must be in 0..23, got {self.satellite.zoom}")
         if self.describe.min_words >= self.describe.max_words:
@@ -202,7 +219,8 @@ def _assign(cfg: BuildConfig, key: str, value: Any) -> None:
 # Settings that change how fast or from where a stage works, not what it produces.
 _NOT_OUTPUT = {
     "max_concurrency", "rate_per_s", "timeout_s", "attempts", "regions", "api_url", "base_url",
-    "token_env", "key_env", "api_key_env", "key_header", "subdomains",
+    "token_env", "key_env", "api_key_env", "key_header", "subdomains", "search_limit",
+    "max_tokens_field",
 }  # fmt: skip
 
 

@@ -93,6 +93,30 @@ def check_description(
     return None
 
 
+_OTHER_TOKEN_FIELD = {
+    "max_tokens": "max_completion_tokens",
+    "max_completion_tokens": "max_tokens",
+}
+
+
+def rejects_parameter(body: bytes, name: str) -> bool:
+    """Whether an OpenAI-style error body says the request parameter ``name`` is not
+    supported (``{"error": {"param": name, "code": "unsupported_parameter"}}`` or a message
+    saying so); a value out of range for it is another matter."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message", "")).lower()
+    named = error.get("param") == name or name in message
+    unsupported = error.get("code") == "unsupported_parameter" or any(
+        phrase in message for phrase in ("not supported", "unsupported")
+    )
+    return named and unsupported
+
+
 def _parse_completion(response: Any) -> tuple[str, str | None, dict[str, int]]:
     payload = require_json(response)
     try:
@@ -190,7 +214,7 @@ class Describer:
         return {
             "model": self.cfg.model,
             "messages": messages,
-            "max_tokens": self.cfg.max_tokens,
+            self.cfg.max_tokens_field: self.cfg.max_tokens,
             # A rejected answer is asked again a little warmer so it can come out different.
             "temperature": round(self.cfg.temperature + 0.2 * attempt, 3),
             "seed": attempt,
@@ -206,10 +230,20 @@ class Describer:
         reasons: list[str] = []
         for attempt in range(self.cfg.attempts):
             payload = await asyncio.to_thread(self._payload, image, attempt)
-            self.totals.requests += 1
-            text, finish, tokens = await self.provider.request(
-                "POST", self.url, _parse_completion, json=payload
-            )
+            try:
+                text, finish, tokens = await self.provider.request(
+                    "POST", self.url, _parse_completion, json=payload
+                )
+            except FetchFailed as err:
+                if err.status == 400 and rejects_parameter(err.body, self.cfg.max_tokens_field):
+                    # Every request would fail the same way: a setting to change, not a sample.
+                    other = _OTHER_TOKEN_FIELD[self.cfg.max_tokens_field]
+                    raise PlanetlocError(
+                        f"describe: {self.url} does not accept {self.cfg.max_tokens_field!r} "
+                        f"(HTTP 400); set describe.max_tokens_field: {other}"
+                    ) from None
+                raise
+            self.totals.requests += 1  # answers received: what the tokens were spent on
             self.totals.prompt_tokens += tokens["prompt_tokens"]
             self.totals.completion_tokens += tokens["completion_tokens"]
             problem = check_description(text, self.cfg, banned, finish)

@@ -70,15 +70,31 @@ class BadResponse(Exception):
 class FetchFailed(Exception):
     """A request that failed for good; the sample it belongs to is quarantined."""
 
-    def __init__(self, reason: str, attempts: list[str], status: int | None = None) -> None:
+    def __init__(
+        self, reason: str, attempts: list[str], status: int | None = None, body: bytes = b""
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
         self.status = status  # the HTTP status of a definitive 4xx answer
+        self.body = body  # the start of that answer's body (error documents say why)
 
 
 class ProviderUnavailable(PlanetlocError):
     """The provider is down or refuses our credentials: stop the stage, keep finished work."""
+
+
+# How much of a definitive error answer is kept for callers to read (OGC or JSON error bodies).
+ERROR_BODY_BYTES = 8192
+
+Refusal = Callable[[httpx.Response], str | None]
+
+
+def refused_by_status(response: httpx.Response) -> str | None:
+    """HTTP 401/403: the service refused the key or token the request carried."""
+    if response.status_code in (401, 403):
+        return f"HTTP {response.status_code}"
+    return None
 
 
 class TokenBucket:
@@ -221,8 +237,10 @@ class Provider:
         redactor: Redactor,
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        refusal: Refusal = refused_by_status,
     ) -> None:
         self.name = name
+        self.refusal = refusal
         self.http = http
         self.redact = redactor
         self.semaphore = asyncio.Semaphore(max_concurrency)
@@ -256,10 +274,15 @@ class Provider:
         headers: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        credentials: bool = True,
     ) -> T:
         """Send until ``check`` accepts a response, or raise :class:`FetchFailed`.
 
-        ``check`` raises :class:`BadResponse` for an unusable payload (retried).
+        ``check`` raises :class:`BadResponse` for an unusable payload (retried). A response
+        the provider's ``refusal`` check flags stops the stage (:class:`ProviderUnavailable`)
+        only when the request carried the provider's credentials: a pre-signed URL on a
+        caching host (``credentials=False``) that answers 403 has expired, which says nothing
+        about the key, so it fails like any other definitive 4xx.
         """
         attempts: list[str] = []
         shown = self.redact(url)
@@ -290,9 +313,12 @@ class Provider:
             if response is not None:
                 self.stats.bytes += body_size
                 status = response.status_code
-                if status in (401, 403):
+                refused = self.refusal(response) if credentials else None
+                if refused:
                     raise ProviderUnavailable(
-                        f"{self.name}: HTTP {status} for {shown}: the key or token was refused"
+                        self.redact(
+                            f"{self.name}: {refused} for {shown}: the key or token was refused"
+                        )
                     )
                 if status == 429:
                     self.stats.throttled += 1
@@ -312,7 +338,7 @@ class Provider:
                     self.breaker.success()
                     reason = f"HTTP {status} for {shown}"
                     attempts.append(reason)
-                    raise FetchFailed(reason, attempts, status)
+                    raise FetchFailed(reason, attempts, status, response.content[:ERROR_BODY_BYTES])
                 elif body_size > self.http.max_bytes:
                     self.breaker.success()
                     reason = f"response of {body_size} bytes exceeds http.max_bytes"

@@ -1,29 +1,46 @@
 """Loopback stand-ins for the builder's providers, with fault injection.
 
 One threaded HTTP server on 127.0.0.1 plays three services, so a whole build can run (and
-be tested or benchmarked) with no network and no keys:
+be tested or benchmarked) with no network and no keys. Each behaves as the real service's
+documentation says, not as our client would like:
 
-* ``/xyz/{z}/{x}/{y}.png`` and ``/quadkey/{q}.png``: a tile service whose imagery is a smooth
-  pattern in global Web Mercator pixels, so stitched crops can be checked pixel for pixel;
-* ``/mapillary/images?bbox=...`` and ``/mapillary/photo/{id}.jpg``: a Mapillary-like search
-  with deterministic photos near each query (about one query in ten finds none);
+* ``/xyz/{z}/{x}/{y}.png``, ``/quadkey/{q}.png`` and WMTS ``/wmts/{TileMatrix}/{TileRow}/
+  {TileCol}.png``: a tile service whose imagery is a smooth pattern in global Web Mercator
+  pixels, so stitched crops can be checked pixel for pixel. The WMTS route answers tiles
+  outside its tile matrix limits with HTTP 400 and an OGC ``ExceptionReport``
+  (``TileOutOfRange``), and an unknown ``TileMatrix`` with ``InvalidParameterValue``.
+* ``/mapillary/images?bbox=&fields=&limit=&is_pano=`` and ``/mapillary/{image_id}?fields=``:
+  the Mapillary API v4 search and image entity over a fixed world of photos (mostly a few per
+  100 m cell, some cells empty, one in twenty dense with more photos than a search answers).
+  Answers hold only the requested fields, at most ``limit`` hits (2000 at most) in an order
+  unrelated to distance; ``computed_geometry`` and ``computed_compass_angle`` are missing on
+  unprocessed photos. A wrong token gets the Graph API's ``OAuthException`` (code 190).
+* ``/cdn/{id}.jpg?size=&sig=``: the caching host behind the ``thumb_*_url`` fields. Each
+  answer signs its URLs afresh; a signed URL stops working after ``thumb_ttl_s`` seconds or
+  ``thumb_uses`` downloads and then answers 403 ``URL signature expired``.
 * ``/v1/chat/completions``: an OpenAI-compatible LVLM whose answer is a first-person
-  description determined by the image it is sent.
+  description determined by the image it is sent, cut off (``finish_reason: length``) at
+  ``max_tokens`` / ``max_completion_tokens``; with ``reject_max_tokens`` it refuses
+  ``max_tokens`` with HTTP 400 ``unsupported_parameter``, as OpenAI's API does.
 
 :meth:`LoopbackServer.inject` makes chosen requests fail: ``429`` (with ``Retry-After``),
-``500``, ``503``, ``401``, ``404``, ``slow``, ``reset`` (connection dropped), ``truncate`` (body cut
+``500``, ``503``, ``400``, ``401``, ``404``, ``oauth`` (the Graph API's token error with any
+``status``, 400 by default), ``slow``, ``reset`` (connection dropped), ``truncate`` (body cut
 short of its Content-Length), ``truncated_image``, ``html`` (error page with status 200),
 ``wrong_type``, ``bad_json``, and for the LVLM ``refusal``, ``short``, ``leak``, ``length``.
-Run ``python -m planetloc.builder.loopback --port 8765`` to serve it from a shell.
+Routes: ``tiles``, ``images``, ``image``, ``photo``, ``lvlm``. Run ``python -m
+planetloc.builder.loopback --port 8765`` to serve it from a shell.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import io
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -36,12 +53,13 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 from PIL import Image
 
-from planetloc.geo.coords import haversine_m, offset_latlon
+from planetloc.geo import webmercator as wm
+from planetloc.geo.coords import EARTH_RADIUS_M, haversine_m, offset_latlon
 from planetloc.stable_hash import stable_int
 
 FAULTS = (
-    "429", "500", "503", "401", "404", "slow", "reset", "truncate", "truncated_image", "html",
-    "wrong_type", "bad_json", "refusal", "short", "leak", "length",
+    "429", "500", "503", "400", "401", "404", "oauth", "slow", "reset", "truncate",
+    "truncated_image", "html", "wrong_type", "bad_json", "refusal", "short", "leak", "length",
 )  # fmt: skip
 
 
@@ -60,32 +78,104 @@ def render_tile(x: int, y: int, size: int = 256) -> bytes:
     return buffer.getvalue()
 
 
-def photos_near(lat: float, lon: float, radius_m: float) -> list[dict[str, Any]]:
-    """The photos the loopback Mapillary knows around a query centre (deterministic)."""
-    h = stable_int(round(lat, 6), round(lon, 6))
-    if h % 10 == 0:
-        return []
+# The loopback Mapillary's world: photos scattered in cells of CELL_DEG x CELL_DEG degrees.
+# Most cells hold a few photos, some none, and one in twenty is dense (a busy square mapped
+# many times over) with more photos than one search answers.
+CELL_DEG = 0.001
+DENSE_PHOTOS = 300
+SEARCH_MAX = 2000  # the API's documented maximum for ``limit`` (also its default)
+THUMB_SIZES = {"thumb_256_url": 256, "thumb_1024_url": 1024, "thumb_2048_url": 2048,
+               "thumb_original_url": 0}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8192)
+def _cell_photos(i: int, j: int) -> tuple[dict[str, Any], ...]:
+    h = stable_int("mapillary-cell", i, j)
+    kind = h % 20
+    dense = kind == 2
+    count = 0 if kind < 2 else DENSE_PHOTOS if dense else 3 + (h // 20) % 6
+    # Half the dense cells have a few panoramas; sparse cells have them one photo in four.
+    pano_rate = (0.0 if (h >> 16) % 2 else 0.03) if dense else 0.25
     rng = np.random.default_rng(h)
-    out = []
-    for k in range(3):
-        east, north = rng.uniform(-0.7, 0.7, 2) * radius_m
-        plat, plon = offset_latlon(lat, lon, east, north)
-        out.append(
+    lat = (i + rng.random(count)) * CELL_DEG
+    lon = (j + rng.random(count)) * CELL_DEG
+    gps_error = rng.normal(0.0, 4.0, (count, 2))  # metres east, north
+    flags = rng.random((count, 3))
+    heading = rng.uniform(0.0, 360.0, count)
+    drift = rng.normal(0.0, 8.0, count)
+    photos = []
+    for k in range(count):
+        gps_lat, gps_lon = offset_latlon(lat[k], lon[k], gps_error[k, 0], gps_error[k, 1])
+        photos.append(
             {
-                "id": f"{h % 10**12:012d}{k}",
-                "lat": round(float(plat), 7),
-                "lon": round(float(plon), 7),
-                "is_pano": k == 0 and h % 2 == 1,
-                "captured_at": 1_600_000_000_000 + h % 10**10,
-                "compass_angle": float(h % 360),
+                "id": f"1{i + 100_000:06d}{j + 200_000:06d}{k:03d}",
+                "lat": round(float(lat[k]), 7),  # the corrected position
+                "lon": round(float(lon[k]), 7),
+                "gps_lat": round(float(gps_lat), 7),  # the raw GPS fix
+                "gps_lon": round(float(gps_lon), 7),
+                "computed": bool(flags[k, 0] < 0.75),  # processing gives most a computed_*
+                "compass_angle": round(float(heading[k]), 2) % 360.0,
+                "computed_compass_angle": (
+                    round(float(heading[k] + drift[k]) % 360.0, 2) % 360.0
+                    if flags[k, 1] < 0.6
+                    else None
+                ),
+                "is_pano": bool(flags[k, 2] < pano_rate),
+                "captured_at": 1_500_000_000_000 + stable_int("captured", i, j, k) % 10**11,
             }
         )
+    return tuple(photos)
+
+
+def position(photo: dict[str, Any]) -> tuple[float, float]:
+    """Where a client should place a photo: ``computed_geometry`` when the API has one."""
+    if photo["computed"]:
+        return photo["lat"], photo["lon"]
+    return photo["gps_lat"], photo["gps_lon"]
+
+
+def photos_in_box(
+    west: float, south: float, east: float, north: float, pano: bool | None = None
+) -> list[dict[str, Any]]:
+    """Every photo of the world inside a box (all of them: no cap, no order promised)."""
+    # One cell of margin: a raw GPS fix can stray from its cell.
+    i0, i1 = math.floor(south / CELL_DEG) - 1, math.floor(north / CELL_DEG) + 1
+    j0, j1 = math.floor(west / CELL_DEG) - 1, math.floor(east / CELL_DEG) + 1
+    out = []
+    for i in range(i0, i1 + 1):
+        for j in range(j0, j1 + 1):
+            for photo in _cell_photos(i, j):
+                lat, lon = position(photo)
+                inside = south <= lat <= north and west <= lon <= east
+                if inside and (pano is None or photo["is_pano"] == pano):
+                    out.append(photo)
     return out
 
 
-def render_photo(photo_id: str) -> bytes:
+def photos_within(lat: float, lon: float, radius_m: float) -> list[tuple[float, dict[str, Any]]]:
+    """``(distance_m, photo)`` for every photo within ``radius_m`` of a point, nearest first."""
+    dlat = math.degrees(radius_m / EARTH_RADIUS_M) * 1.01
+    dlon = dlat / max(1e-6, math.cos(math.radians(lat)))
+    found = []
+    for photo in photos_in_box(lon - dlon, lat - dlat, lon + dlon, lat + dlat):
+        dist = float(haversine_m(lat, lon, *position(photo)))
+        if dist <= radius_m:
+            found.append((dist, photo))
+    return sorted(found, key=lambda pair: (pair[0], pair[1]["id"]))
+
+
+def photo_by_id(photo_id: str) -> dict[str, Any] | None:
+    """The photo with this id, if the world has it (ids encode their cell)."""
+    if len(photo_id) != 16 or not photo_id.isdigit():
+        return None
+    i, j, k = int(photo_id[1:7]) - 100_000, int(photo_id[7:13]) - 200_000, int(photo_id[13:])
+    cell = _cell_photos(i, j)
+    return cell[k] if k < len(cell) else None
+
+
+def render_photo(photo_id: str, wide: bool) -> bytes:
+    """The loopback's picture for a photo id (a panorama is twice as wide as it is high)."""
     h = stable_int("photo", photo_id)
-    wide = int(photo_id[-1]) == 0
     w, hgt = (160, 80) if wide else (96, 72)
     yy, xx = np.mgrid[0:hgt, 0:w]
     base = np.array([h % 200, (h >> 8) % 200, (h >> 16) % 200], dtype=np.float64) + 30
@@ -137,6 +227,7 @@ class Fault:
     where: Callable[[RequestInfo], bool] | None = None
     retry_after: str = "1"
     delay_s: float = 1.0
+    status: int = 400  # of an ``oauth`` fault
 
 
 @dataclass
@@ -160,10 +251,35 @@ class RequestInfo:
 class ServerStats:
     requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    # What the services did on their own: "capped" searches, "expired" thumbnail URLs,
+    # "out_of_range" WMTS tiles, "rejected_field" LVLM requests.
+    events: Counter[str] = field(default_factory=Counter)
     inflight: Counter[str] = field(default_factory=Counter)
     max_inflight: Counter[str] = field(default_factory=Counter)
     user_agents: set[str] = field(default_factory=set)
     log: list[str] = field(default_factory=list)
+
+
+def oauth_error(message: str = "Invalid OAuth access token - Cannot parse access token") -> bytes:
+    """The Graph API's error body for a refused token."""
+    error = {"message": message, "type": "OAuthException", "code": 190, "fbtrace_id": "Aloop"}
+    return json.dumps({"error": error}).encode()
+
+
+def ows_exception(code: str, locator: str, text: str) -> bytes:
+    """An OGC OWS 1.1 ``ExceptionReport``, as WMTS servers send with their 4xx answers."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ExceptionReport xmlns="http://www.opengis.net/ows/1.1" version="1.0.0" '
+        'xml:lang="en">\n'
+        f'  <Exception exceptionCode="{code}" locator="{locator}">\n'
+        f"    <ExceptionText>{text}</ExceptionText>\n"
+        "  </Exception>\n</ExceptionReport>\n"
+    ).encode()
+
+
+def _json(status: int, payload: Any) -> tuple[int, bytes, str]:
+    return status, json.dumps(payload).encode(), "application/json"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -174,11 +290,13 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _route(self, path: str) -> str:
-        if path.startswith("/xyz/") or path.startswith("/quadkey/"):
+        if path.startswith(("/xyz/", "/quadkey/", "/wmts/")):
             return "tiles"
         if path.startswith("/mapillary/images"):
             return "images"
-        if path.startswith("/mapillary/photo/"):
+        if path.startswith("/mapillary/"):
+            return "image"
+        if path.startswith("/cdn/"):
             return "photo"
         if path.endswith("/chat/completions"):
             return "lvlm"
@@ -236,6 +354,16 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"Retry-After": fault.retry_after} if kind == "429" else None
             self._send(int(kind), b'{"error": "injected"}', "application/json", headers)
             return
+        elif kind == "400":
+            if info.route == "tiles":
+                body = ows_exception("InvalidParameterValue", "Format", "injected")
+                self._send(400, body, "application/xml")
+            else:
+                self._send(400, b'{"error": {"message": "injected"}}', "application/json")
+            return
+        elif kind == "oauth":
+            self._send(fault.status, oauth_error(), "application/json")
+            return
         elif kind == "html":
             self._send(200, b"<html><body>Service error</body></html>", "text/html")
             return
@@ -257,46 +385,90 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, info: RequestInfo, kind: str | None) -> tuple[int, bytes, str]:
         owner = self.server.owner
         if info.route == "tiles":
-            if owner.tile_key and info.query.get("key", [""])[0] != owner.tile_key:
-                return 401, b"bad key", "text/plain"
-            parts = info.path.rsplit(".", 1)[0].split("/")
-            if parts[1] == "quadkey":
-                x, y = quadkey_to_xy(parts[2])
-            else:
-                x, y = int(parts[3]), int(parts[4])
-            return 200, owner.tile(x, y), "image/png"
-        if info.route == "images":
+            return self._tile(info)
+        if info.route in ("images", "image"):
             if owner.token and info.headers.get("Authorization") != f"OAuth {owner.token}":
-                return 401, b'{"error": "auth"}', "application/json"
-            centre = info.centre
-            if centre is None:
-                return 400, b'{"error": "bbox"}', "application/json"
-            bbox = [float(v) for v in info.query["bbox"][0].split(",")]
-            radius = float(haversine_m(bbox[1], centre[1], bbox[3], centre[1])) / 2
-            base = f"http://{self.headers.get('Host')}"
-            data = [
-                {
-                    "id": p["id"],
-                    "computed_geometry": {"type": "Point", "coordinates": [p["lon"], p["lat"]]},
-                    "is_pano": p["is_pano"],
-                    "captured_at": p["captured_at"],
-                    "compass_angle": p["compass_angle"],
-                    "thumb_2048_url": f"{base}/mapillary/photo/{p['id']}.jpg",
-                }
-                for p in photos_near(centre[0], centre[1], radius)
-            ]
-            return 200, json.dumps({"data": data}).encode(), "application/json"
+                return 401, oauth_error(), "application/json"
+            if info.route == "images":
+                return self._search(info)
+            return self._entity(info)
         if info.route == "photo":
-            photo_id = info.path.rsplit("/", 1)[1].split(".")[0]
-            return 200, render_photo(photo_id), "image/jpeg"
+            return self._thumbnail(info)
         if info.route == "lvlm":
             return self._completion(info, kind)
         return 404, b"not found", "text/plain"
 
+    def _tile(self, info: RequestInfo) -> tuple[int, bytes, str]:
+        owner = self.server.owner
+        if owner.tile_key and info.query.get("key", [""])[0] != owner.tile_key:
+            return 401, b"bad key", "text/plain"
+        parts = info.path.rsplit(".", 1)[0].split("/")
+        if parts[1] == "quadkey":
+            x, y = quadkey_to_xy(parts[2])
+        elif parts[1] == "wmts":
+            z, y, x = int(parts[2]), int(parts[3]), int(parts[4])  # TileMatrix/TileRow/TileCol
+            problem = owner.wmts_problem(z, y, x)
+            if problem is not None:
+                if problem[0] == "TileOutOfRange":
+                    with owner.lock:
+                        owner.stats.events["out_of_range"] += 1
+                return 400, ows_exception(*problem), "application/xml"
+        else:
+            x, y = int(parts[3]), int(parts[4])
+        return 200, owner.tile(x, y), "image/png"
+
+    def _search(self, info: RequestInfo) -> tuple[int, bytes, str]:
+        """``/images?bbox=&fields=&limit=&is_pano=``: at most ``limit`` photos of the box, in
+        an order that has nothing to do with distance."""
+        owner = self.server.owner
+        try:
+            west, south, east, north = (float(v) for v in info.query["bbox"][0].split(","))
+            limit = int(info.query.get("limit", [str(SEARCH_MAX)])[0])
+        except (KeyError, ValueError):
+            error = {"message": "Invalid parameter", "type": "GraphMethodException", "code": 100}
+            return _json(400, {"error": error})
+        pano = info.query.get("is_pano", [None])[0]
+        found = photos_in_box(west, south, east, north, None if pano is None else pano == "true")
+        bbox = info.query["bbox"][0]
+        found.sort(key=lambda p: stable_int("order", bbox, p["id"]))
+        cap = max(1, min(limit, SEARCH_MAX))
+        if len(found) > cap:
+            with owner.lock:
+                owner.stats.events["capped"] += 1
+        wanted = _wanted(info)
+        base = f"http://{self.headers.get('Host')}"
+        return _json(200, {"data": [owner.fields(p, wanted, base) for p in found[:cap]]})
+
+    def _entity(self, info: RequestInfo) -> tuple[int, bytes, str]:
+        """``/{image_id}?fields=``: one image's fields (fresh signed thumbnail URLs)."""
+        owner = self.server.owner
+        photo_id = info.path.rsplit("/", 1)[1]
+        photo = photo_by_id(photo_id)
+        if photo is None:
+            message = f"Unsupported get request. Object with ID '{photo_id}' does not exist"
+            return _json(404, {"error": {"message": message, "type": "GraphMethodException",
+                                         "code": 100}})  # fmt: skip
+        base = f"http://{self.headers.get('Host')}"
+        return _json(200, owner.fields(photo, _wanted(info), base))
+
+    def _thumbnail(self, info: RequestInfo) -> tuple[int, bytes, str]:
+        """The caching host: a signed URL works until it expires, then answers 403."""
+        owner = self.server.owner
+        photo_id = info.path.rsplit("/", 1)[1].split(".")[0]
+        verdict = owner.use_signature(photo_id, info.query.get("sig", [""])[0])
+        if verdict is not None:
+            return 403, verdict.encode(), "text/plain"
+        photo = photo_by_id(photo_id)
+        if photo is None:
+            return 404, b"Not Found", "text/plain"
+        return 200, render_photo(photo_id, photo["is_pano"]), "image/jpeg"
+
     def _completion(self, info: RequestInfo, kind: str | None) -> tuple[int, bytes, str]:
         owner = self.server.owner
         if owner.api_key and info.headers.get("Authorization") != f"Bearer {owner.api_key}":
-            return 401, b'{"error": "auth"}', "application/json"
+            error = {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                     "param": None, "code": "invalid_api_key"}  # fmt: skip
+            return _json(401, {"error": error})
         try:
             request = json.loads(info.body)
             parts = request["messages"][-1]["content"]
@@ -304,6 +476,18 @@ class _Handler(BaseHTTPRequestHandler):
             base64.b64decode(url.split(",", 1)[1], validate=True)
         except (ValueError, KeyError, IndexError, StopIteration, TypeError):
             return 400, b'{"error": "bad request"}', "application/json"
+        if owner.reject_max_tokens and "max_tokens" in request:
+            # What OpenAI's API answers for models that only take max_completion_tokens.
+            with owner.lock:
+                owner.stats.events["rejected_field"] += 1
+            error = {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this "
+                "model. Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+            return _json(400, {"error": error})
         text = describe_image(url)
         finish = "stop"
         if kind == "refusal":
@@ -314,6 +498,9 @@ class _Handler(BaseHTTPRequestHandler):
             text += " It looks a lot like the older districts of Tokyo."
         elif kind == "length":
             text, finish = " ".join(text.split()[:20]), "length"
+        limit = request.get("max_completion_tokens", request.get("max_tokens"))
+        if isinstance(limit, int) and len(text.split()) > limit:  # one token a word here
+            text, finish = " ".join(text.split()[:limit]), "length"
         answer = {
             "id": "cmpl-loopback",
             "object": "chat.completion",
@@ -331,7 +518,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": 300 + len(url) // 1000 + len(text.split()),
             },
         }
-        return 200, json.dumps(answer).encode(), "application/json"
+        return _json(200, answer)
+
+
+def _wanted(info: RequestInfo) -> list[str]:
+    return [f for f in info.query.get("fields", [""])[0].split(",") if f]
 
 
 def quadkey_to_xy(key: str) -> tuple[int, int]:
@@ -351,7 +542,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """Start with ``with LoopbackServer() as server:``; ``server.url`` is its base URL."""
+    """Start with ``with LoopbackServer() as server:``; ``server.url`` is its base URL.
+
+    ``thumb_ttl_s`` / ``thumb_uses``: how long, and for how many downloads, a signed
+    thumbnail URL works (``None``: no limit). ``wmts_extent`` (west, south, east, north) and
+    ``wmts_max_zoom``: the WMTS route's tile matrix limits. ``reject_max_tokens``: the LVLM
+    refuses ``max_tokens`` as OpenAI's API does for newer models.
+    """
 
     def __init__(
         self,
@@ -361,15 +558,27 @@ class LoopbackServer:
         api_key: str | None = None,
         tile_key: str | None = None,
         latency: dict[str, float] | None = None,
+        thumb_ttl_s: float | None = None,
+        thumb_uses: int | None = None,
+        wmts_extent: tuple[float, float, float, float] | None = None,
+        wmts_max_zoom: int = 19,
+        reject_max_tokens: bool = False,
     ) -> None:
         self.token = token
         self.api_key = api_key
         self.tile_key = tile_key
         self.latency = latency or {}
+        self.thumb_ttl_s = thumb_ttl_s
+        self.thumb_uses = thumb_uses
+        self.wmts_extent = wmts_extent
+        self.wmts_max_zoom = wmts_max_zoom
+        self.reject_max_tokens = reject_max_tokens
         self.lock = threading.Lock()
         self.stats = ServerStats()
         self.faults: list[Fault] = []
         self._tiles: dict[tuple[int, int], bytes] = {}
+        self._signed: dict[str, list[Any]] = {}  # signature -> [photo id, deadline, uses left]
+        self._minted = 0
         self.httpd = _Server(("127.0.0.1", port), _Handler)
         self.httpd.owner = self
         self.thread = threading.Thread(
@@ -386,6 +595,66 @@ class LoopbackServer:
         if key not in self._tiles:
             self._tiles[key] = render_tile(x, y)
         return self._tiles[key]
+
+    def wmts_problem(self, z: int, row: int, col: int) -> tuple[str, str, str] | None:
+        """The OWS exception (code, locator, text) for a WMTS tile outside the limits."""
+        if not 0 <= z <= self.wmts_max_zoom:
+            return "InvalidParameterValue", "TileMatrix", f"TileMatrix {z} is not in the set"
+        n = 2**z
+        if not 0 <= row < n:
+            return "TileOutOfRange", "TileRow", f"TileRow {row} is out of range"
+        if not 0 <= col < n:
+            return "TileOutOfRange", "TileCol", f"TileCol {col} is out of range"
+        if self.wmts_extent is not None:
+            west, south, east, north = self.wmts_extent
+            top, left = wm.pixel_to_latlon(col * 256, row * 256, z)
+            bottom, right = wm.pixel_to_latlon((col + 1) * 256, (row + 1) * 256, z)
+            if bottom >= north or top <= south:
+                return "TileOutOfRange", "TileRow", f"TileRow {row} is out of range"
+            if right <= west or left >= east:
+                return "TileOutOfRange", "TileCol", f"TileCol {col} is out of range"
+        return None
+
+    def sign(self, photo_id: str) -> str:
+        """A new signature for a thumbnail URL (valid per ``thumb_ttl_s``/``thumb_uses``)."""
+        with self.lock:
+            self._minted += 1
+            signature = f"{stable_int('cdn', self._minted, photo_id):016x}"
+            ttl = self.thumb_ttl_s
+            deadline = time.monotonic() + ttl if ttl is not None else None
+            self._signed[signature] = [photo_id, deadline, self.thumb_uses]
+        return signature
+
+    def use_signature(self, photo_id: str, signature: str) -> str | None:
+        """Count one download on a signed URL; the 403 text when it is bad or expired."""
+        with self.lock:
+            entry = self._signed.get(signature)
+            if entry is None or entry[0] != photo_id:
+                return "Bad signature"
+            _, deadline, uses = entry
+            if (deadline is not None and time.monotonic() > deadline) or uses == 0:
+                self.stats.events["expired"] += 1
+                return "URL signature expired"
+            if uses is not None:
+                entry[2] = uses - 1
+        return None
+
+    def fields(self, photo: dict[str, Any], wanted: list[str], base: str) -> dict[str, Any]:
+        """The API's view of a photo: ``id`` and the requested fields it has."""
+        out: dict[str, Any] = {"id": photo["id"]}
+        for name in wanted:
+            if name == "geometry":
+                out[name] = {"type": "Point", "coordinates": [photo["gps_lon"], photo["gps_lat"]]}
+            elif name == "computed_geometry" and photo["computed"]:
+                out[name] = {"type": "Point", "coordinates": [photo["lon"], photo["lat"]]}
+            elif name in ("compass_angle", "computed_compass_angle", "is_pano", "captured_at"):
+                if photo[name] is not None:  # an unprocessed photo has no computed heading
+                    out[name] = photo[name]
+            elif name in THUMB_SIZES:
+                signature = self.sign(photo["id"])
+                size = THUMB_SIZES[name]
+                out[name] = f"{base}/cdn/{photo['id']}.jpg?size={size}&sig={signature}"
+        return out
 
     def inject(
         self,
@@ -449,14 +718,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--token", default="loopback-token", help="Mapillary token it expects")
-    parser.add_argument("--latency", action="append", default=[], metavar="ROUTE=SECONDS",
-                        help="added delay per route (tiles, images, photo, lvlm)")  # fmt: skip
+    parser.add_argument(
+        "--latency",
+        action="append",
+        default=[],
+        metavar="ROUTE=SECONDS",
+        help="added delay per route (tiles, images, image, photo, lvlm)",
+    )
+    parser.add_argument("--thumb-ttl", type=float, help="seconds a signed thumbnail URL works")
+    parser.add_argument("--thumb-uses", type=int, help="downloads a signed thumbnail URL allows")
+    parser.add_argument("--reject-max-tokens", action="store_true",
+                        help="the LVLM accepts only max_completion_tokens")  # fmt: skip
     args = parser.parse_args()
     latency = {}
     for pair in args.latency:
         route, _, seconds = pair.partition("=")
         latency[route] = float(seconds)
-    server = LoopbackServer(args.port, token=args.token, latency=latency).start()
+    server = LoopbackServer(
+        args.port,
+        token=args.token,
+        latency=latency,
+        thumb_ttl_s=args.thumb_ttl,
+        thumb_uses=args.thumb_uses,
+        reject_max_tokens=args.reject_max_tokens,
+    ).start()
     print(server.url, flush=True)
     try:
         while True:

@@ -4,14 +4,17 @@ Tile services are addressed by a URL template with ``{z}``, ``{x}``, ``{y}`` (``
 TMS rows, ``{q}`` for Bing quadkeys, WMTS's ``{TileMatrix}``, ``{TileCol}``, ``{TileRow}``),
 an optional ``{s}`` subdomain and ``{key}`` read from an environment variable. The tiles
 covering the requested ground square are stitched, then cropped and resampled to
-``pixels`` x ``pixels``. Local folders hold north-up images georeferenced by a world file
-(``.jgw``, ``.pgw``, ``.tfw``, ``.wld``) or GeoTIFF tie-point and pixel-scale tags.
+``pixels`` x ``pixels``. A tile the service does not have (404/410, or WMTS's 400
+``TileOutOfRange`` exception report) means no coverage there, not an error. Local folders
+hold north-up images georeferenced by a world file (``.jgw``, ``.pgw``, ``.tfw``, ``.wld``)
+or GeoTIFF tie-point and pixel-scale tags.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,22 @@ _WMTS_ALIASES = {"{TileMatrix}": "{z}", "{TileCol}": "{x}", "{TileRow}": "{y}"}
 
 class NoCoverage(Exception):
     """The source has no imagery at this point (the sample is dropped, not quarantined)."""
+
+
+def tile_out_of_range(body: bytes) -> bool:
+    """Whether an error body is an OGC ``ExceptionReport`` whose exception code is
+    ``TileOutOfRange`` (how WMTS answers a tile outside its tile matrix limits)."""
+    if b"TileOutOfRange" not in body:
+        return False
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return False
+    return any(
+        element.tag.rpartition("}")[2] == "Exception"
+        and element.get("exceptionCode") == "TileOutOfRange"
+        for element in root.iter()
+    )
 
 
 def tile_window(
@@ -88,9 +107,12 @@ class XYZSource:
         try:
             return await self.provider.request("GET", self.url(z, x, y), _tile_image)
         except FetchFailed as err:
-            # Services answer 404/204-like "no tile here" for places they do not cover.
+            # Tile services answer 404/410 for places they do not cover; WMTS answers 400 with
+            # a TileOutOfRange exception report. Any other 400 is a real error.
             if err.status in (404, 410):
                 raise NoCoverage(f"no tile {z}/{x}/{y} (HTTP {err.status})") from None
+            if err.status == 400 and tile_out_of_range(err.body):
+                raise NoCoverage(f"no tile {z}/{x}/{y} (WMTS TileOutOfRange)") from None
             raise
 
     def tile(self, z: int, x: int, y: int) -> asyncio.Task[Image.Image]:

@@ -22,6 +22,7 @@ from planetloc.builder import satellite as satellite_mod
 from planetloc.builder import streetview as streetview_mod
 from planetloc.builder.config import BuildConfig, output_settings, secrets_of
 from planetloc.builder.fetch import BadResponse, FetchFailed, RedactingFilter, Redactor
+from planetloc.builder.ledger import ShardLedger
 from planetloc.builder.sampling import (
     Point,
     quota_of,
@@ -30,6 +31,7 @@ from planetloc.builder.sampling import (
     sample_region,
 )
 from planetloc.builder.store import WorkStore
+from planetloc.errors import PlanetlocError
 from planetloc.geo.regions import get_region
 
 log = logging.getLogger("planetloc.builder")
@@ -64,7 +66,12 @@ def run_sample_stage(cfg: BuildConfig, store: WorkStore, slugs: list[str]) -> di
 
 class ShardRunner:
     def __init__(
-        self, cfg: BuildConfig, out: Path, retry_quarantined: bool, progress: bool
+        self,
+        cfg: BuildConfig,
+        out: Path,
+        retry_quarantined: bool,
+        progress: bool,
+        ledger: ShardLedger | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = WorkStore(out)
@@ -72,6 +79,12 @@ class ShardRunner:
         self.progress = progress
         self.redactor = Redactor(secrets_of(cfg))
         self.banned: dict[str, list[str]] = {}
+        self.ledger = ledger or ShardLedger(self.store, None, 0)
+        self.finished: dict[str, Any] = {}  # summaries of the stages already run
+        self.counts: dict[str, Counter[str]] = {}
+        self.sources: dict[str, Any] = {}
+        self.started = time.perf_counter()
+        self.idle = True  # no sample needed work: no seconds to report
 
     def _state(self, stage: str, point: Point) -> str | None:
         """Why ``point`` needs no work in ``stage`` now, or ``None`` when it does."""
@@ -83,14 +96,17 @@ class ShardRunner:
         for earlier in FETCH_STAGES[: FETCH_STAGES.index(stage)]:
             if store.is_quarantined(earlier, point.id):
                 return "quarantined_before"
-        if stage in ("satellite", "describe") and self.cfg.with_street:
-            street = store.read_record("streetview", point.region, point.id)
-            if street is None:
-                return "waiting"
-            if street["status"] != "ok":
-                return "no_coverage"
         if stage == "describe" and not self.cfg.with_street:
             return "no_street_photo"
+        # Descriptions are paid for: one is asked only for a sample whose street photo and
+        # satellite tile are both in hand, so none is thrown away for want of a tile.
+        needs = {"satellite": ["streetview"], "describe": ["streetview", "satellite"]}
+        for earlier in needs.get(stage, []) if self.cfg.with_street else []:
+            record = store.read_record(earlier, point.region, point.id)
+            if record is None:
+                return "waiting"
+            if record["status"] != "ok":
+                return "no_coverage"
         return None
 
     async def _streetview(self, source: Any, point: Point) -> str:
@@ -142,6 +158,51 @@ class ShardRunner:
         cache = self.store.work / "cache" / "describe"
         return describe_mod.Describer(cfg.describe, cfg.http, self.redactor, cache)
 
+    def _summary(self) -> dict[str, Any]:
+        """Every stage's counts and provider statistics so far."""
+        seconds = 0.0 if self.idle else round(time.perf_counter() - self.started, 3)
+        summary = dict(self.finished)
+        for stage, counts in self.counts.items():
+            part: dict[str, Any] = {"counts": dict(sorted(counts.items())), "seconds": seconds}
+            source = self.sources.get(stage)
+            if hasattr(source, "provider"):
+                part["http"] = source.provider.stats.to_dict()
+            if isinstance(source, describe_mod.Describer):
+                part["describe"] = source.totals.to_dict()
+            summary[stage] = part
+        return summary
+
+    async def _work(self, stage: str, point: Point) -> bool:
+        """Run one stage on one sample (``False`` when it needed none); whatever goes wrong
+        with that sample quarantines it and the stage goes on (only a refused key, a dead
+        provider or a setting that fails every sample stops it)."""
+        counts = self.counts[stage]
+        state = self._state(stage, point)
+        if state is not None:
+            counts[state] += 1
+            return False
+        work: Callable[[Any, Point], Awaitable[str]] = getattr(self, f"_{stage}")
+        if stage not in self.sources:  # unblocked by a retried quarantine upstream
+            self.sources[stage] = self._open(stage)
+        try:
+            counts[await work(self.sources[stage], point)] += 1
+            return True
+        except PlanetlocError:
+            raise
+        except FetchFailed as err:
+            reason, attempts = err.reason, err.attempts
+        except BadResponse as err:
+            reason, attempts = str(err), []
+        except Exception as err:  # a provider's surprise costs one sample, not the stage
+            reason, attempts = f"{type(err).__name__}: {err}", []
+            log.info("%s: %s failed", stage, point.id, exc_info=True)
+        counts["quarantined"] += 1
+        self.store.quarantine(
+            stage, point, self.redactor(reason), [self.redactor(a) for a in attempts]
+        )
+        log.warning("%s: quarantined %s: %s", stage, point.id, self.redactor(reason))
+        return True
+
     async def run_stages(self, stages: list[str], points: list[Point]) -> dict[str, Any]:
         """Run fetch ``stages`` over ``points``, each sample flowing through them in order.
 
@@ -149,7 +210,7 @@ class ShardRunner:
         build takes about as long as its slowest provider, not the sum of all of them. Each
         provider's own concurrency cap and rate limit still hold.
         """
-        counts: dict[str, Counter[str]] = {stage: Counter() for stage in stages}
+        self.counts = {stage: Counter() for stage in stages}
         for stage in stages:
             for slug in sorted({p.region for p in points}):
                 self.store.sweep(stage, slug)
@@ -164,39 +225,23 @@ class ShardRunner:
                 needed |= open_stages
             else:
                 for stage, state in zip(stages, states, strict=True):
-                    counts[stage][state] += 1
+                    self.counts[stage][state] += 1
         # Open every source that may be needed up front, so a missing key fails at once.
-        sources = {s: self._open(s) for s in stages if s in needed}
+        self.sources = {s: self._open(s) for s in stages if s in needed}
         queue = iter(todo)
-        started = time.perf_counter()
+        self.started = time.perf_counter()
+        self.idle = not todo
         bar = tqdm(total=len(todo), desc="+".join(stages), unit="sample", disable=not self.progress)
-
-        async def one(point: Point) -> None:
-            for stage in stages:
-                state = self._state(stage, point)
-                if state is not None:
-                    counts[stage][state] += 1
-                    continue
-                work: Callable[[Any, Point], Awaitable[str]] = getattr(self, f"_{stage}")
-                if stage not in sources:  # unblocked by a retried quarantine upstream
-                    sources[stage] = self._open(stage)
-                try:
-                    counts[stage][await work(sources[stage], point)] += 1
-                except (FetchFailed, BadResponse) as err:
-                    reason = err.reason if isinstance(err, FetchFailed) else str(err)
-                    attempts = err.attempts if isinstance(err, FetchFailed) else []
-                    counts[stage]["quarantined"] += 1
-                    self.store.quarantine(
-                        stage, point, self.redactor(reason), [self.redactor(a) for a in attempts]
-                    )
-                    log.warning("%s: quarantined %s: %s", stage, point.id, reason)
 
         async def worker() -> None:
             for point in queue:
-                await one(point)
+                for stage in stages:
+                    worked = await self._work(stage, point)
+                    # Spend is recorded as it happens: every description, else once a second.
+                    self.ledger.record(self._summary, force=worked and stage == "describe")
                 bar.update(1)
 
-        width = 2 * sum(getattr(self.cfg, s).max_concurrency for s in sources) or 1
+        width = 2 * sum(getattr(self.cfg, s).max_concurrency for s in self.sources) or 1
         tasks = [asyncio.ensure_future(worker()) for _ in range(min(len(todo), width))]
         try:
             await asyncio.gather(*tasks)
@@ -205,34 +250,24 @@ class ShardRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             bar.close()
-            for source in sources.values():
+            for source in self.sources.values():
                 await source.close()
-        seconds = round(time.perf_counter() - started, 3) if todo else 0.0
-        summary: dict[str, Any] = {}
-        for stage in stages:
-            part: dict[str, Any] = {
-                "counts": dict(sorted(counts[stage].items())),
-                "seconds": seconds,
-            }
-            source = sources.get(stage)
-            if hasattr(source, "provider"):
-                part["http"] = source.provider.stats.to_dict()
-            if isinstance(source, describe_mod.Describer):
-                part["describe"] = source.totals.to_dict()
-            summary[stage] = part
-        return summary
+            self.ledger.record(self._summary, force=True)
+        summary = self._summary()
+        return {stage: summary[stage] for stage in stages}
 
     async def run(self, slugs: list[str], stages: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
         if "sample" in stages:
-            out["sample"] = {"counts": run_sample_stage(self.cfg, self.store, slugs)}
+            counts = run_sample_stage(self.cfg, self.store, slugs)
+            self.finished["sample"] = {"counts": counts, "seconds": 0.0}
+            self.ledger.record(self._summary, force=True)
         fetch = [
             s for s in FETCH_STAGES if s in stages and (s != "streetview" or self.cfg.with_street)
         ]
         if fetch:
             points = [p for slug in slugs for p in self.store.read_points(slug)]
-            out.update(await self.run_stages(fetch, points))
-        return out
+            await self.run_stages(fetch, points)
+        return self._summary()
 
 
 def run_shard(
@@ -242,9 +277,17 @@ def run_shard(
     stages: list[str],
     retry_quarantined: bool = False,
     progress: bool = True,
+    run_id: str | None = None,
+    shard: int = 0,
 ) -> dict[str, Any]:
-    """Run ``stages`` over the regions ``slugs`` (the unit of work of every engine)."""
-    runner = ShardRunner(cfg, Path(out), retry_quarantined, progress)
+    """Run ``stages`` over the regions ``slugs`` (the unit of work of every engine).
+
+    With a ``run_id`` the shard's running summary is kept in that run's ledger folder.
+    """
+    store = WorkStore(out)
+    runner = ShardRunner(
+        cfg, Path(out), retry_quarantined, progress, ShardLedger(store, run_id, shard)
+    )
     redacting = RedactingFilter(runner.redactor)
     log.addFilter(redacting)
     try:

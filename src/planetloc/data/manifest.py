@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image
-
 from planetloc.atomic import atomic_path
 from planetloc.data.schema import ALL_FIELDS, Sample, check_record
 from planetloc.errors import PlanetlocError
 
 OnBad = Literal["fail", "skip"]
 FORMATS = (".jsonl", ".parquet")
+PARQUET_BATCH_ROWS = 4096  # rows per Parquet row group written, and per batch read
 
 
 @dataclass
@@ -86,39 +85,71 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str 
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        reader = pq.ParquetFile(path)
+        # Batches keep memory bounded whatever the file's row-group size.
+        batches = reader.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+        index = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield (index, *parquet_record(row))
+                index += 1
+    except PlanetlocError:
+        raise
     except Exception as err:  # pyarrow raises several types for damaged files
         raise PlanetlocError(f"{path}: cannot read Parquet file ({err})") from None
-    for index, row in enumerate(table.to_pylist()):
-        bad = None
-        for key, value in list(row.items()):
-            if isinstance(value, bytes):
-                try:
-                    row[key] = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad = f"field {key!r} is not valid UTF-8"
-        meta = row.get("meta")
-        if isinstance(meta, str):
+
+
+def parquet_record(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """A Parquet row as a schema record (text columns decoded, ``meta`` parsed), or a problem."""
+    bad = None
+    for key, value in list(row.items()):
+        if isinstance(value, bytes):
             try:
-                row["meta"] = json.loads(meta) if meta else {}
-            except json.JSONDecodeError:
-                bad = "field 'meta' is not valid JSON"
-        # Parquet has a column for every field: absent optional values come back as None.
-        row = {k: v for k, v in row.items() if not (k in ("street_path", "meta") and v is None)}
-        yield index, (None if bad else row), bad
+                row[key] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad = f"field {key!r} is not valid UTF-8"
+    meta = row.get("meta")
+    if isinstance(meta, str):
+        try:
+            row["meta"] = json.loads(meta) if meta else {}
+        except json.JSONDecodeError:
+            bad = "field 'meta' is not valid JSON"
+    # Parquet has a column for every field: absent optional values come back as None.
+    row = {k: v for k, v in row.items() if not (k in ("street_path", "meta") and v is None)}
+    return (None if bad else row), bad
 
 
-def check_image(path: Path) -> str | None:
-    """Why the image at ``path`` cannot be used, or None when it decodes completely."""
-    if not path.is_file():
-        return "file not found"
-    if path.stat().st_size == 0:
-        return "file is empty (0 bytes)"
+def iter_rows(
+    path: str | os.PathLike[str],
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Stream a manifest's raw rows as ``(row number, record or None, problem or None)``.
+
+    Rows are numbered as errors name them: 1-based lines for JSONL, 0-based rows for Parquet.
+    Memory stays bounded whatever the manifest's size.
+    """
+    mpath = Path(path)
+    if not mpath.is_file():
+        raise PlanetlocError(f"{mpath}: manifest not found")
+    return _iter_jsonl(mpath) if _format_of(mpath) == ".jsonl" else _iter_parquet(mpath)
+
+
+def check_image(path: Path | str) -> str | None:
+    """Why the image at ``path`` (a file or ``shard.tar#member``) cannot be used, or None."""
+    from planetloc.data.images import decode_rgb, read_image_bytes
+    from planetloc.data.shards import split_member_path
+
+    if split_member_path(path) is None:
+        if not Path(path).is_file():
+            return "file not found"
+        if Path(path).stat().st_size == 0:
+            return "file is empty (0 bytes)"
     try:
-        with Image.open(path) as img:
-            img.load()  # decodes every byte: truncated PNG/JPEG data fails here
-    except Exception as err:
-        return f"unreadable image ({type(err).__name__}: {err})"
+        data = read_image_bytes(path)
+        if not data:
+            return "image is empty (0 bytes)"
+        decode_rgb(data, source=str(path))  # decodes every byte: truncated data fails here
+    except PlanetlocError as err:
+        return str(err).removeprefix(f"{path}: ")
     return None
 
 
@@ -146,18 +177,18 @@ def read_manifest(
     *,
     on_bad_sample: OnBad = "fail",
     check_images: bool = True,
+    splits: tuple[str, ...] | None = None,
 ) -> Manifest:
     """Read and validate a manifest.
 
     With ``on_bad_sample="fail"`` the first bad row raises :class:`PlanetlocError`; with
-    ``"skip"`` bad rows are dropped and listed in ``Manifest.skipped``.
+    ``"skip"`` bad rows are dropped and listed in ``Manifest.skipped``. ``splits`` keeps only
+    those splits' rows (memory then grows with them, not with the file).
     """
     mpath = Path(path)
-    if not mpath.is_file():
-        raise PlanetlocError(f"{mpath}: manifest not found")
-    fmt = _format_of(mpath)
-    rows = _iter_jsonl(mpath) if fmt == ".jsonl" else _iter_parquet(mpath)
-    return _validate(rows, mpath, "line" if fmt == ".jsonl" else "row", on_bad_sample, check_images)
+    where = "line" if _format_of(mpath) == ".jsonl" else "row"
+    rows = iter_rows(mpath)
+    return _validate(rows, mpath, where, on_bad_sample, check_images, splits)
 
 
 def _validate(
@@ -166,6 +197,8 @@ def _validate(
     where: str,
     on_bad_sample: OnBad,
     check_images: bool,
+    splits: tuple[str, ...] | None = None,
+    label_path: Path | None = None,
 ) -> Manifest:
     if on_bad_sample not in ("fail", "skip"):
         raise PlanetlocError(f"on_bad_sample must be 'fail' or 'skip', got {on_bad_sample!r}")
@@ -174,7 +207,7 @@ def _validate(
     seen: set[str] = set()
 
     def reject(row: int, sid: str | None, reason: str) -> None:
-        label = f"{mpath}: {where} {row}" + (f" (id={sid!r})" if sid else "")
+        label = f"{label_path or mpath}: {where} {row}" + (f" (id={sid!r})" if sid else "")
         if on_bad_sample == "fail":
             raise PlanetlocError(f"{label}: {reason}")
         skipped.append(BadSample(row=row, id=sid, reason=reason))
@@ -188,6 +221,8 @@ def _validate(
             reject(row, sid, problem)
             continue
         assert sample is not None
+        if splits is not None and sample.split not in splits:
+            continue
         if sample.id in seen:
             reject(row, sample.id, f"duplicate id {sample.id!r}")
             continue
@@ -198,7 +233,8 @@ def _validate(
         seen.add(sample.id)
         samples.append(sample)
     if not samples and not skipped:
-        raise PlanetlocError(f"{mpath}: manifest has no samples")
+        which = f" in split {', '.join(splits)}" if splits else ""
+        raise PlanetlocError(f"{mpath}: manifest has no samples{which}")
     return Manifest(path=mpath, samples=samples, skipped=skipped)
 
 
@@ -229,7 +265,7 @@ def write_manifest(samples: Iterable[Sample], path: str | os.PathLike[str]) -> P
                     for name in ALL_FIELDS
                 ]
             )
-            pq.write_table(pa.table(columns, schema=schema), tmp)
+            pq.write_table(pa.table(columns, schema=schema), tmp, row_group_size=PARQUET_BATCH_ROWS)
     return mpath
 
 
@@ -247,22 +283,50 @@ def skip_report(manifest: Manifest, limit: int = 10) -> str:
 
 
 def build_manifest(
-    records: Iterable[dict[str, Any]],
+    records: Iterable[dict[str, Any]] | Iterable[tuple[int, dict[str, Any]]],
     path: str | os.PathLike[str],
     *,
     on_bad_sample: OnBad = "fail",
     check_images: bool = True,
+    source: Path | None = None,
+    where: str = "record",
 ) -> Manifest:
     """Validate raw records exactly as :func:`read_manifest` would and write the good ones.
 
     Importers produce raw records; routing them through the reader's validator keeps one set
-    of rules. Errors name the row index among ``records``.
+    of rules. ``records`` are dicts (errors name their 1-based position), or ``(number,
+    record)`` pairs whose numbers errors name as ``<source>: <where> <number>`` (the input
+    table's own lines or rows).
     """
     mpath = Path(path)
     _format_of(mpath)
     # Relative image paths are checked from the manifest's folder, which must exist for that.
     mpath.parent.mkdir(parents=True, exist_ok=True)
-    rows = ((index, record, None) for index, record in enumerate(records))
-    staged = _validate(rows, mpath, "record", on_bad_sample, check_images)
+
+    def numbered() -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+        for index, item in enumerate(records, start=1):
+            number, record = item if isinstance(item, tuple) else (index, item)
+            yield number, record, None if isinstance(record, dict) else "a row must be an object"
+
+    staged = _validate(numbered(), mpath, where, on_bad_sample, check_images, label_path=source)
     write_manifest(staged.samples, mpath)
     return staged
+
+
+def refuse_overwrite(path: Path) -> Path:
+    """``path`` for a new manifest; an existing file is never replaced."""
+    if path.is_dir():
+        raise PlanetlocError(f"{path}: --out must name a manifest file, and this is a folder")
+    if path.exists():
+        raise PlanetlocError(
+            f"{path} already exists; nothing was overwritten (choose another --out or remove it)"
+        )
+    return path
+
+
+def split_counts(samples: Iterable[Sample]) -> dict[str, int]:
+    """How many samples each split holds."""
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s.split] = counts.get(s.split, 0) + 1
+    return counts

@@ -1,259 +1,331 @@
-"""Evaluate a model on a manifest: every evaluation set, both protocols, per-region tables.
+"""Evaluate a model on a dataset: every evaluation set, both protocols, per-region tables.
 
-Protocols: ``full`` ranks each query against the whole gallery of its set; ``m100`` ranks it
-only among the 100 gallery tiles nearest its true location (the CVG-Text protocol).
+The test gallery is encoded once, streaming, into an index store (reused when its shards
+still match: same model, same tiles); queries are ranked against it in bounded memory
+(:mod:`planetloc.eval.retrieval`). Nothing here chooses a setting: the re-ranking weight is
+given, or read from the run, where it was chosen on the validation split
+(:mod:`planetloc.eval.selection`).
+
+Report schema (``planetloc-evaluation-v2``)::
+
+    {"schema", "model": {fingerprint, method, backbone, query, checkpoint},
+     "protocol": {"m", "nearest", "ties", "query", "joint_score", "text_style",
+                  "rerank": {"alpha", "top", "source"}},
+     "truncated_fraction",
+     "sets": {set: {"full": metrics, "m<m>": metrics,
+                    "regions": {region: {"queries", "R@1", "R@5", "R@10"}}}},
+     "examples": [{query, text, lat, lon, top: [{id, lat, lon, true}]}],
+     "world_errors": [{lat, lon, rank}]}
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from planetloc.data.images import load_tiles
-from planetloc.data.manifest import Manifest
-from planetloc.data.schema import Sample
-from planetloc.eval.metrics import DEFAULT_BUDGET_BYTES, embedding_metrics
-from planetloc.eval.protocols import evaluation_sets
-from planetloc.model.physics import BRANCHES
-from planetloc.model.planet import Planet, TextEmbeddings
-from planetloc.train.data import cached_trunk, default_cache_dir
+from planetloc.data.images import decode_rgb, read_image_bytes
+from planetloc.data.table import SampleTable
+from planetloc.errors import PlanetlocError
+from planetloc.eval.metrics import KS, nearest_candidates, summarise
+from planetloc.eval.protocols import EvalSet, evaluation_sets, evaluation_table
+from planetloc.eval.retrieval import (
+    DEFAULT_BUDGET_BYTES,
+    Queries,
+    Ranking,
+    Rerank,
+    Scorer,
+    rank_candidates,
+    rank_full,
+)
+from planetloc.model.inference import Embeddings, Encoder
 
+SCHEMA = "planetloc-evaluation-v2"
 RERANK_TOP = 50
+TIE_RULE = "score, highest first; equal scores by gallery row, lower first"
 
 
 @dataclass
-class Encoded:
-    """Unit-norm global embeddings and physical embeddings of texts or tiles."""
+class Gallery:
+    """Gallery embeddings by table row (arrays or an index store's memory maps)."""
 
-    global_: np.ndarray
-    phys: dict[str, np.ndarray]
+    embeddings: Any
+    phys: dict[str, Any]
 
 
-@torch.no_grad()
-def encode_texts(
-    model: Planet,
-    texts: list[str],
+def _tiles(table: SampleTable, rows: np.ndarray, size: int):
+    for r in rows.tolist():
+        path = table.resolve(table.sat_path[r])
+        yield decode_rgb(read_image_bytes(path), size, source=str(path))
+
+
+def _views(table: SampleTable, rows: np.ndarray, model: Any):
+    from planetloc.data.stream import north_aligned
+
+    cfg = model.cfg
+    for r in rows.tolist():
+        rel = table.street_path[r]
+        if not rel:
+            raise PlanetlocError(
+                f"{table.path}: sample {table.id[r]!r} has no street view (street_path), which "
+                "an image-query model needs"
+            )
+        path = table.resolve(rel)
+        view = decode_rgb(read_image_bytes(path), tuple(cfg.street_size), source=str(path))
+        if cfg.street_align == "north":
+            view = north_aligned(view, float(table.heading[r]), str(path))
+        yield view
+
+
+def query_texts(table: SampleTable, rows: np.ndarray, style: str | None) -> list[str]:
+    """The queries' descriptions, or their alternative phrasings in ``style``."""
+    if style is None:
+        return [str(t) for t in table.text[rows]]
+    if table.meta is None:
+        raise PlanetlocError("a text style needs the samples' meta (alt_texts)")
+    out = []
+    for r in rows.tolist():
+        alt = (table.meta[r].get("alt_texts") or {}).get(style)
+        if not alt:
+            raise PlanetlocError(
+                f"{table.path}: sample {table.id[r]!r} has no {style!r} phrasing in meta.alt_texts"
+            )
+        out.append(alt)
+    return out
+
+
+def encode_queries(
+    encoder: Encoder,
+    table: SampleTable,
+    rows: np.ndarray,
     *,
-    device: str = "cpu",
-    batch_size: int = 64,
-    progress: bool = True,
-    cache_dir: Path | None = None,
-) -> tuple[Encoded, float]:
-    """Embeddings of ``texts`` and the fraction that did not fit in ``max_tokens``.
-
-    With a frozen text trunk, its features come from (and go to) ``cache_dir``.
-    """
-    model.eval()
-    glob, phys = [], {k: [] for k in BRANCHES}
-    if model.text_trunk_frozen:
-        cache = cached_trunk(model, texts, cache_dir, device=device, progress=progress)
-        truncated = sum(cache.truncated)
-        batches = (
-            cache.batch(torch.arange(s, min(s + batch_size, len(texts))), device)
-            for s in range(0, len(texts), batch_size)
+    query: str,
+    joint_score: str,
+    text_style: str | None = None,
+    progress: bool = False,
+) -> tuple[Queries, float | None]:
+    """The queries of ``rows`` as the model reads them, and the share of cut descriptions."""
+    texts = views = phys = None
+    truncated = None
+    if query in ("text", "joint"):
+        emb = encoder.encode_texts(query_texts(table, rows, text_style), progress=progress)
+        texts, phys = emb.global_, emb.phys
+        truncated = float(emb.truncated.mean()) if len(emb) else 0.0  # type: ignore[union-attr]
+    if query in ("image", "joint"):
+        views = encoder.encode_views(
+            _views(table, rows, encoder.model), total=len(rows), progress=progress
         )
-        outputs = (model.text_head(b) for b in batches)
-    else:
-        truncated = 0
-
-        def run() -> Iterator[TextEmbeddings]:
-            nonlocal truncated
-            for start in tqdm(
-                range(0, len(texts), batch_size),
-                desc="encoding queries",
-                unit="batch",
-                disable=not progress,
-                leave=False,
-            ):
-                enc, cut = model.tokenize(texts[start : start + batch_size])
-                truncated += sum(cut)
-                yield model.encode_text(
-                    enc["input_ids"].to(device), enc["attention_mask"].to(device)
-                )
-
-        outputs = run()
-    for emb in outputs:
-        glob.append(emb.global_.float().cpu())
-        for k in BRANCHES:
-            phys[k].append(emb.phys[k].float().cpu())
-    enc_out = Encoded(torch.cat(glob).numpy(), {k: torch.cat(v).numpy() for k, v in phys.items()})
-    return enc_out, truncated / max(1, len(texts))
+    return Queries(text=texts, view=views, joint=joint_score, phys=phys), truncated
 
 
-@torch.no_grad()
-def encode_tiles(
-    model: Planet,
-    tiles: torch.Tensor,
+def encode_gallery_in_memory(
+    encoder: Encoder, table: SampleTable, rows: np.ndarray, *, progress: bool = False
+) -> Gallery:
+    """Gallery embeddings held in memory, indexed by table row (for small sets)."""
+    emb: Embeddings = encoder.encode_tiles(
+        _tiles(table, rows, encoder.model.cfg.image_size), total=len(rows), progress=progress
+    )
+    dim = emb.global_.shape[1]
+    full = np.zeros((len(table), dim), dtype=np.float32)
+    full[rows] = emb.global_
+    phys = {}
+    for k, v in emb.phys.items():
+        phys[k] = np.zeros((len(table), v.shape[1]), dtype=np.float32)
+        phys[k][rows] = v
+    return Gallery(embeddings=full, phys=phys)
+
+
+def rank_set(
+    queries: Queries,
+    gallery: Gallery,
+    es: EvalSet,
     *,
-    device: str = "cpu",
-    batch_size: int = 128,
-    progress: bool = True,
-) -> Encoded:
-    model.eval()
-    glob, phys = [], {k: [] for k in BRANCHES}
-    for start in tqdm(
-        range(0, len(tiles), batch_size),
-        desc="encoding tiles",
-        unit="batch",
-        disable=not progress,
-        leave=False,
-    ):
-        batch = tiles[start : start + batch_size].to(device)
-        glob.append(model.encode_image(batch).float().cpu())
-        f = model.encode_signatures(model.tile_signatures(batch))
-        for k in BRANCHES:
-            phys[k].append(f[k].float().cpu())
-    return Encoded(torch.cat(glob).numpy(), {k: torch.cat(v).numpy() for k, v in phys.items()})
-
-
-def rerank_hook(q: Encoded, g: Encoded, alpha: float, top: int = RERANK_TOP):
-    """Score adjuster for :func:`embedding_metrics`: ``s_itc + alpha * sum_k s_k`` on the top K.
-
-    Candidates outside the top K keep their order but fall below every re-ranked one.
-    """
-
-    def adjust(scores: np.ndarray, rows: slice) -> np.ndarray:
-        k = min(top, scores.shape[1])
-        cand = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        phys = np.zeros(cand.shape, dtype=np.float32)
-        for name in BRANCHES:
-            tq = q.phys[name][rows]
-            phys += np.einsum("qd,qkd->qk", tq, g.phys[name][cand])
-        out = scores - 1e3
-        np.put_along_axis(
-            out, cand, np.take_along_axis(scores, cand, axis=1) + alpha * phys, axis=1
+    m: int | None,
+    nearest: str = "planetloc",
+    rerank_alpha: float = 0.0,
+    keep: int = 10,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> Ranking:
+    """Rank one set's queries (rows of ``queries`` in set order) under one protocol."""
+    scorer = Scorer(queries, gallery.embeddings)
+    rerank = None
+    if rerank_alpha:
+        if queries.phys is None:
+            raise PlanetlocError("physical re-ranking needs text queries")
+        rerank = Rerank(rerank_alpha, RERANK_TOP, queries.phys, gallery.phys)
+    true = es.true_rows
+    if m is None:
+        return rank_full(
+            scorer, true, es.gallery, keep=keep, rerank=rerank, budget_bytes=budget_bytes
         )
-        return out
-
-    return adjust
-
-
-def _latlon(samples: list[Sample]) -> np.ndarray:
-    return np.asarray([[s.lat, s.lon] for s in samples], dtype=np.float64)
-
-
-def evaluate_split(
-    model: Planet,
-    manifest: Manifest,
-    queries: list[Sample],
-    gallery: list[Sample],
-    *,
-    device: str = "cpu",
-    progress: bool = True,
-) -> dict[str, float]:
-    """Full-gallery metrics of one query set against one gallery (used for validation)."""
-    q, _ = encode_texts(
-        model,
-        [s.text for s in queries],
-        device=device,
-        progress=progress,
-        cache_dir=default_cache_dir(manifest),
+    gll = es.table.latlon(es.gallery)
+    local_true = np.searchsorted(es.gallery, true)
+    cand_local = nearest_candidates(gll[local_true], gll, m, true_rows=local_true, protocol=nearest)
+    return rank_candidates(
+        scorer, true, es.gallery[cand_local], keep=keep, rerank=rerank, protocol=nearest
     )
-    g = encode_tiles(
-        model,
-        load_tiles(manifest, gallery, size=model.cfg.image_size, progress=progress),
-        device=device,
-        progress=progress,
+
+
+def set_metrics(ranking: Ranking, es: EvalSet, *, protocol: str = "planetloc") -> dict[str, Any]:
+    """Metrics of one ranking of one set."""
+    top1 = ranking.top[:, 0] if ranking.top.shape[1] else np.full(len(es.queries), -1)
+    all_ll = es.table.latlon()
+    return summarise(ranking.ranks, top1, es.true_rows, all_ll, ks=KS, protocol=protocol) | {
+        "queries": int(len(es.queries)),
+        "gallery": int(len(es.gallery)),
+        "candidates": int(ranking.candidates),
+    }
+
+
+def _subset(queries: Queries, positions: np.ndarray) -> Queries:
+    return queries.take(positions)
+
+
+def evaluate_split(model: Any, es: EvalSet, *, device: str = "cpu") -> dict[str, float]:
+    """Full-gallery metrics of one split against itself (training-time validation)."""
+    encoder = Encoder(model, device=device)
+    query = model.cfg.query
+    queries, _ = encode_queries(
+        encoder, es.table, es.queries, query=query, joint_score=model.cfg.joint_score
     )
-    pos = {s.id: i for i, s in enumerate(gallery)}
-    metrics, _, _ = embedding_metrics(
-        q.global_,
-        g.global_,
-        np.asarray([pos[s.id] for s in queries]),
-        _latlon(queries),
-        _latlon(gallery),
-    )
-    return metrics
+    gallery = encode_gallery_in_memory(encoder, es.table, es.gallery)
+    metrics = set_metrics(rank_set(queries, gallery, es, m=None), es)
+    return {k: v for k, v in metrics.items() if k.startswith("R@")}
 
 
 def evaluate_model(
-    model: Planet,
-    manifest: Manifest,
+    model: Any,
+    data: str | os.PathLike[str],
     *,
+    fingerprint: str,
+    index_dir: str | os.PathLike[str],
     device: str = "cpu",
     m: int = 100,
+    nearest: str = "planetloc",
     rerank_alpha: float = 0.0,
+    rerank_source: str = "none",
+    query: str | None = None,
+    joint_score: str | None = None,
+    text_style: str | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     progress: bool = True,
     examples: int = 3,
+    model_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The evaluation report of ``model`` on every evaluation set of ``manifest``.
+    """The evaluation report of ``model`` on every evaluation set of ``data`` (see module)."""
+    from planetloc.index.store import BuildOptions, GalleryIndex, build_index
 
-    Schema: ``{"truncated_fraction", "rerank_alpha", "m", "sets": {set: {"full": metrics,
-    "m<m>": metrics, "regions": {region: {"queries", "R@1", "R@5", "R@10"}}}}, "examples"}``.
-    """
-    sets = evaluation_sets(manifest.samples)
-    gallery_all = list({s.id: s for es in sets for s in es.gallery}.values())
-    queries_all = list({s.id: s for es in sets for s in es.queries}.values())
-    tiles = load_tiles(manifest, gallery_all, size=model.cfg.image_size, progress=progress)
-    g_all = encode_tiles(model, tiles, device=device, progress=progress)
-    q_all, truncated = encode_texts(
-        model, [s.text for s in queries_all], device=device, progress=progress
+    if m < 1:
+        raise PlanetlocError(f"--m must be at least 1, got {m}")
+    if nearest not in ("planetloc", "cvg-text"):
+        raise PlanetlocError(f"--nearest must be planetloc or cvg-text, got {nearest!r}")
+    query = query or model.cfg.query
+    joint_score = joint_score or model.cfg.joint_score
+    table = evaluation_table(data)
+    sets = evaluation_sets(table)
+    encoder = Encoder(model, device=device)
+    gallery_rows = np.arange(len(table))
+    # Every row of the test table is a gallery tile (queries' own tiles and distractors).
+    build_index(
+        encoder,
+        fingerprint,
+        table,
+        gallery_rows,
+        index_dir,
+        options=BuildOptions(require_tile_size=False),
+        progress=progress,
     )
-    g_pos = {s.id: i for i, s in enumerate(gallery_all)}
-    q_pos = {s.id: i for i, s in enumerate(queries_all)}
+    index = GalleryIndex.open(index_dir)
+    gallery = Gallery(embeddings=index.embeddings, phys=index.phys)
+    query_rows = np.unique(np.concatenate([s.queries for s in sets]))
+    queries, truncated = encode_queries(
+        encoder,
+        table,
+        query_rows,
+        query=query,
+        joint_score=joint_score,
+        text_style=text_style,
+        progress=progress,
+    )
+    position = {int(r): i for i, r in enumerate(query_rows.tolist())}
     report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model": {"fingerprint": fingerprint, **(model_info or {})},
+        "protocol": {
+            "m": m,
+            "nearest": nearest,
+            "ties": TIE_RULE,
+            "query": query,
+            "joint_score": joint_score if query == "joint" else None,
+            "text_style": text_style,
+            "rerank": {"alpha": rerank_alpha, "top": RERANK_TOP, "source": rerank_source},
+        },
         "truncated_fraction": truncated,
-        "rerank_alpha": rerank_alpha,
-        "m": m,
         "sets": {},
     }
+    alpha = rerank_alpha if query in ("text", "joint") else 0.0
     for es in sets:
-        gi = np.asarray([g_pos[s.id] for s in es.gallery])
-        qi = np.asarray([q_pos[s.id] for s in es.queries])
-        g = Encoded(g_all.global_[gi], {k: v[gi] for k, v in g_all.phys.items()})
-        q = Encoded(q_all.global_[qi], {k: v[qi] for k, v in q_all.phys.items()})
-        true = np.asarray(es.true_index)
-        qll, gll = _latlon(es.queries), _latlon(es.gallery)
-        adjust = rerank_hook(q, g, rerank_alpha) if rerank_alpha else None
-        full, ranks, top = embedding_metrics(
-            q.global_,
-            g.global_,
-            true,
-            qll,
-            gll,
-            budget_bytes=budget_bytes,
-            keep_top=5,
-            adjust=adjust,
+        q = _subset(queries, np.asarray([position[int(r)] for r in es.queries]))
+        full = rank_set(q, gallery, es, m=None, rerank_alpha=alpha, budget_bytes=budget_bytes)
+        near = rank_set(
+            q, gallery, es, m=m, nearest=nearest, rerank_alpha=alpha, budget_bytes=budget_bytes
         )
-        near, _, _ = embedding_metrics(
-            q.global_, g.global_, true, qll, gll, m=m, budget_bytes=budget_bytes, adjust=adjust
-        )
-        regions: dict[str, dict[str, float]] = {}
-        for region in sorted({s.region for s in es.queries}):
-            mask = np.asarray([s.region == region for s in es.queries])
-            r = ranks[mask]
-            regions[region] = {"queries": int(mask.sum())} | {
-                f"R@{k}": float(100 * np.mean(r < k)) for k in (1, 5, 10)
-            }
-        report["sets"][es.name] = {"full": full, f"m{m}": near, "regions": regions}
+        entry = {
+            "full": set_metrics(full, es),
+            f"m{m}": set_metrics(near, es, protocol=nearest),
+            "regions": _regions(full, es),
+        }
+        report["sets"][es.name] = entry
         if es.name == "world":
-            report["examples"] = [
-                {
-                    "query": s.id,
-                    "text": s.text,
-                    "lat": s.lat,
-                    "lon": s.lon,
-                    "top": [
-                        {
-                            "id": es.gallery[j].id,
-                            "lat": es.gallery[j].lat,
-                            "lon": es.gallery[j].lon,
-                            "true": es.gallery[j].id == s.id,
-                        }
-                        for j in top[i]
-                    ],
-                }
-                for i, s in enumerate(es.queries[:examples])
-            ]
+            report["examples"] = _examples(full, es, table, examples)
             report["world_errors"] = [
-                {"lat": s.lat, "lon": s.lon, "rank": int(ranks[i])}
-                for i, s in enumerate(es.queries)
+                {"lat": float(table.lat[r]), "lon": float(table.lon[r]), "rank": int(full.ranks[i])}
+                for i, r in enumerate(es.queries.tolist())
             ]
     return report
+
+
+def _regions(ranking: Ranking, es: EvalSet) -> dict[str, dict[str, float]]:
+    regions: dict[str, dict[str, float]] = {}
+    names = es.table.region[es.queries]
+    for region in sorted(set(names.tolist())):
+        mask = names == region
+        r = ranking.ranks[mask]
+        regions[region] = {"queries": int(mask.sum())} | {
+            f"R@{k}": float(100 * np.mean((r >= 0) & (r < k))) for k in KS
+        }
+    return regions
+
+
+def _examples(
+    ranking: Ranking, es: EvalSet, table: SampleTable, count: int
+) -> list[dict[str, Any]]:
+    out = []
+    for i, r in enumerate(es.queries[:count].tolist()):
+        out.append(
+            {
+                "query": str(table.id[r]),
+                "text": str(table.text[r]),
+                "lat": float(table.lat[r]),
+                "lon": float(table.lon[r]),
+                "top": [
+                    {
+                        "id": str(table.id[j]),
+                        "lat": float(table.lat[j]),
+                        "lon": float(table.lon[j]),
+                        "true": int(j) == r,
+                    }
+                    for j in ranking.top[i, :5].tolist()
+                    if j >= 0
+                ],
+            }
+        )
+    return out
+
+
+def default_index_dir(out: str | os.PathLike[str], fingerprint: str) -> Path:
+    """Where ``evaluate`` keeps the test gallery's index between runs."""
+    return Path(out) / f"gallery-index-{fingerprint[:12]}"

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from planetloc.atomic import write_bytes
+from planetloc.data.images import load_tile
 
 THUMB = 128
 TEXT_W = 360
@@ -39,8 +40,7 @@ def retrieval_examples_png(
         draw.multiline_text((8, y), "\n".join(wrapped), fill="black", font=font, spacing=2)
         for col, (tile_path, is_true, score) in enumerate(tiles):
             x = TEXT_W + col * (THUMB + 8)
-            with Image.open(tile_path) as img:
-                thumb = img.convert("RGB").resize((THUMB, THUMB))
+            thumb = Image.fromarray(load_tile(tile_path)).resize((THUMB, THUMB))
             sheet.paste(thumb, (x, y))
             colour = (20, 160, 40) if is_true else (200, 200, 200)
             draw.rectangle([x - 2, y - 2, x + THUMB + 1, y + THUMB + 1], outline=colour, width=3)

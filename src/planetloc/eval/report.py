@@ -8,28 +8,33 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_text
-from planetloc.data.manifest import Manifest
+from planetloc.data.table import SampleTable
 from planetloc.eval.figures import error_map_png, recall_curve_png, retrieval_examples_png
 
 TABLE_KEYS = ("R@1", "R@5", "R@10", "L@50", "L@100", "median_error_km")
 
 
 def comparison_table(reports: dict[str, dict[str, Any]], protocol: str = "full") -> str:
-    """Markdown: one row per (method, evaluation set)."""
+    """Markdown: one row per (method, evaluation set); ``protocol`` is ``full`` or ``m``."""
     lines = [
-        f"| method | set | queries | gallery | {' | '.join(TABLE_KEYS)} |",
-        "|---|---|---:|---:|" + "---:|" * len(TABLE_KEYS),
+        f"| method | backbone | set | queries | candidates | {' | '.join(TABLE_KEYS)} |",
+        "|---|---|---|---:|---:|" + "---:|" * len(TABLE_KEYS),
     ]
     for method, report in reports.items():
+        backbone = report.get("model", {}).get("backbone", "?")
+        key = "full" if protocol == "full" else f"m{report['protocol']['m']}"
         for name, entry in report["sets"].items():
-            row = (
-                entry[protocol]
-                if protocol in entry
-                else entry[next(k for k in entry if k.startswith("m"))]
+            row = entry[key]
+            values = " | ".join(_cell(row[k]) for k in TABLE_KEYS)
+            lines.append(
+                f"| {method} | {backbone} | {name} | {row['queries']} | {row['candidates']} "
+                f"| {values} |"
             )
-            values = " | ".join(f"{row[k]:.2f}" for k in TABLE_KEYS)
-            lines.append(f"| {method} | {name} | {row['queries']} | {row['gallery']} | {values} |")
     return "\n".join(lines)
+
+
+def _cell(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"  # NaN: no value (e.g. no finite error)
 
 
 def region_table(report: dict[str, Any]) -> str:
@@ -50,16 +55,15 @@ def recall_curve(report: dict[str, Any], k_max: int = 50) -> list[float]:
 
 
 def write_report(
-    report: dict[str, Any], manifest: Manifest, out: str | os.PathLike[str], *, name: str
+    report: dict[str, Any], table: SampleTable, out: str | os.PathLike[str], *, name: str
 ) -> None:
     """Write ``<name>.json`` and ``<name>.md``, and ``<name>_{recall,errors,examples}.png``."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / f"{name}.json", json.dumps(report, indent=1) + "\n")
-    m_key = f"m{report['m']}"
-    table = comparison_table({name: report}) + "\n\n" + comparison_table({name: report}, m_key)
-    table += "\n\n" + region_table(report)
-    write_text(folder / f"{name}.md", table + "\n")
+    write_text(folder / f"{name}.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
+    markdown = comparison_table({name: report}) + "\n\n" + comparison_table({name: report}, "m")
+    markdown += "\n\n" + region_table(report)
+    write_text(folder / f"{name}.md", markdown + "\n")
     curve = recall_curve(report)
     if curve:
         recall_curve_png(
@@ -69,15 +73,14 @@ def write_report(
         error_map_png(
             points, folder / f"{name}_errors.png", title=f"{name}: rank of the true tile per query"
         )
-    by_id = {s.id: s for s in manifest.samples}
+    wanted = {t["id"] for ex in report.get("examples", []) for t in ex["top"]}
+    path_of = {
+        str(i): table.resolve(p)
+        for i, p in zip(table.id.tolist(), table.sat_path.tolist(), strict=True)
+        if i in wanted
+    }
     examples = [
-        (
-            ex["text"],
-            [
-                (str(manifest.resolve(by_id[t["id"]].sat_path)), t["true"], i + 1)
-                for i, t in enumerate(ex["top"])
-            ],
-        )
+        (ex["text"], [(str(path_of[t["id"]]), t["true"], i + 1) for i, t in enumerate(ex["top"])])
         for ex in report.get("examples", [])
     ]
     if examples:

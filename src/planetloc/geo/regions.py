@@ -96,3 +96,17 @@ def select_regions(n: int) -> list[Region]:
         picked.append(by_cont[cont][taken[cont]])
         taken[cont] += 1
     return picked
+
+
+def catalog_rows(continent: str | None = None) -> list[dict[str, object]]:
+    """The catalog as plain rows (with each region's subset), optionally one continent's."""
+    rows = [
+        r.__dict__ | {"subset": continent_group(r.continent)}
+        for r in load_catalog()
+        if not continent or r.continent.lower() == continent.lower()
+    ]
+    if not rows:
+        raise PlanetlocError(
+            f"no region on continent {continent!r}; continents: {', '.join(CONTINENTS)}"
+        )
+    return rows

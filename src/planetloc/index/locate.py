@@ -1,14 +1,15 @@
-"""``Locator``: "here is my description, where am I?" over a built gallery index.
+"""``Locator``: "here is what I see, where am I?" over a built gallery index.
 
-The estimate is the score-weighted centre of the best tile's cluster: the top-k tiles within
-``CLUSTER_KM`` of the best one, weighted by the softmax of their scores at the model's
-learned temperature. Its uncertainty radius is twice the cluster's weighted RMS spread
-(never less than half a tile's diagonal), divided by the share of the total weight the
-cluster holds: when other, distant tiles score nearly as well, the radius says so.
+A query is a description, a street-level photo, or both (for models trained on joint
+queries), plus an optional geographic prior. It is validated once (:meth:`Query.check`),
+encoded by the model (:class:`~planetloc.model.inference.Encoder`), searched in the index
+(which returns rows with exact scores) and turned into ranked tiles and one estimate
+(:mod:`planetloc.index.estimate`). Nothing here imports training or evaluation code.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,17 +18,67 @@ import numpy as np
 import torch
 
 from planetloc.errors import PlanetlocError
-from planetloc.geo.coords import EARTH_RADIUS_M
+from planetloc.index.estimate import Estimate, estimate_location
 from planetloc.index.priors import Prior, select
 from planetloc.index.store import GalleryIndex
+from planetloc.model.checkpoint import load_model, read_checkpoint
+from planetloc.model.inference import Encoder
 from planetloc.model.physics import BRANCHES
-from planetloc.train.checkpoint import load_model, read_checkpoint
 
 MAX_K = 100
 DEFAULT_MAX_CHARS = 4000
-TILE_HALF_DIAGONAL_M = 136.0  # a 192 m SynthCORE tile; real galleries set their own
-CLUSTER_KM = 5.0
-MAX_RADIUS_M = 20_037_000.0  # half the Earth's circumference: nothing is further away
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+ASPECT_TOLERANCE = 0.25  # a view may differ this much from the model's width/height ratio
+
+
+@dataclass
+class Query:
+    """One localisation request, as every caller (CLI, HTTP, Python) expresses it."""
+
+    text: str | None = None
+    image: bytes | None = None  # an encoded street-level image (JPEG, PNG, ...)
+    heading_deg: float | None = None  # compass bearing the image's centre looks along
+    k: int = 5
+    prior: Prior | None = None
+
+    def check(self, *, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+        """Refuse a malformed request with one line naming the bad field."""
+        if self.text is None and self.image is None:
+            raise PlanetlocError("give a description (text), a street-level image, or both")
+        if self.text is not None:
+            if not isinstance(self.text, str):
+                raise PlanetlocError(
+                    f"the description must be text, got {type(self.text).__name__}"
+                )
+            if not self.text.strip():
+                raise PlanetlocError("the description is empty")
+            if len(self.text) > max_chars:
+                raise PlanetlocError(
+                    f"the description has {len(self.text)} characters; the limit is {max_chars}"
+                )
+            try:
+                self.text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PlanetlocError(
+                    "the description holds characters that are not valid text"
+                ) from None
+        if self.image is not None:
+            if not isinstance(self.image, bytes | bytearray) or not self.image:
+                raise PlanetlocError("the image is empty (0 bytes)")
+            if len(self.image) > MAX_IMAGE_BYTES:
+                raise PlanetlocError(
+                    f"the image has {len(self.image)} bytes; the limit is {MAX_IMAGE_BYTES}"
+                )
+        if self.heading_deg is not None and (
+            isinstance(self.heading_deg, bool)
+            or not isinstance(self.heading_deg, int | float)
+            or not math.isfinite(self.heading_deg)
+        ):
+            raise PlanetlocError(
+                f"heading must be a finite number of degrees, got {self.heading_deg!r}"
+            )
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
+            raise PlanetlocError(f"k must be an integer between 1 and {MAX_K}, got {self.k!r}")
 
 
 @dataclass
@@ -41,74 +92,30 @@ class TileHit:
 
 
 @dataclass
-class Estimate:
-    lat: float
-    lon: float
-    radius_m: float
-
-
-@dataclass
 class LocateResult:
-    text: str
+    text: str | None
     tiles: list[TileHit]
     estimate: Estimate | None
+    truncated: bool = False  # the description was longer than the model reads
+    query: str = "text"  # what was searched with: text, image or joint
+    heading_deg: float | None = None
     prior: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_text(text: object, max_chars: int) -> str:
-    if not isinstance(text, str):
-        raise PlanetlocError(f"the description must be text, got {type(text).__name__}")
-    if not text.strip():
-        raise PlanetlocError("the description is empty")
-    if len(text) > max_chars:
-        raise PlanetlocError(
-            f"the description has {len(text)} characters; the limit is {max_chars}"
-        )
-    return text
-
-
-def estimate_location(
-    lat: np.ndarray,
-    lon: np.ndarray,
-    scores: np.ndarray,
-    scale: float,
-    min_radius_m: float = TILE_HALF_DIAGONAL_M,
-) -> Estimate:
-    """Centre and uncertainty radius from ranked candidate tiles (see the module docstring)."""
-    from planetloc.geo.coords import haversine_m
-
-    w = np.exp(scale * (scores - scores.max()))
-    w /= w.sum()
-    best = int(np.argmax(scores))
-    cluster = haversine_m(lat[best], lon[best], lat, lon) <= CLUSTER_KM * 1000
-    wc = w[cluster] / w[cluster].sum()
-    # Average on the unit sphere so a cluster across the antimeridian does not fold.
-    phi, lam = np.radians(lat[cluster]), np.radians(lon[cluster])
-    xyz = np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=1)
-    centre = (wc[:, None] * xyz).sum(0)
-    centre /= np.linalg.norm(centre)
-    c_lat = float(np.degrees(np.arcsin(np.clip(centre[2], -1, 1))))
-    c_lon = float(np.degrees(np.arctan2(centre[1], centre[0])))
-    dist = EARTH_RADIUS_M * np.arccos(np.clip(xyz @ centre, -1, 1))
-    spread = float(np.sqrt((wc * dist**2).sum()))
-    share = float(w[cluster].sum())
-    radius = min(max(min_radius_m, 2.0 * spread) / max(share, 0.05), MAX_RADIUS_M)
-    return Estimate(lat=c_lat, lon=c_lon, radius_m=radius)
-
-
 class Locator:
-    """A trained model and a gallery index, ready to answer descriptions."""
+    """A trained model and a gallery index, ready to answer queries."""
 
     def __init__(
         self, index: GalleryIndex, model: Any, *, max_chars: int = DEFAULT_MAX_CHARS
     ) -> None:
         self.index = index
-        self.model = model.eval()
+        self.encoder = Encoder(model)
+        self.model = self.encoder.model
         self.max_chars = max_chars
-        self.scale = float(model.logit_scale.detach().exp().clamp(max=100.0))
+        self.scale = self.encoder.temperature_scale
 
     @classmethod
     def open(
@@ -118,67 +125,119 @@ class Locator:
         checkpoint: str | os.PathLike[str] | None = None,
         max_chars: int = DEFAULT_MAX_CHARS,
     ) -> Locator:
-        """Open an index with the model that built it (or ``checkpoint``, if it is that model)."""
+        """Open an index with the model that built it (or ``checkpoint``, if it is that model).
+
+        Checkpoints are safetensors files: opening one from someone else runs no code.
+        """
         index = GalleryIndex.open(folder)
-        path = checkpoint or index.info["checkpoint"]
-        payload = read_checkpoint(path)
-        index.check_model(payload)
-        return cls(index, load_model(path, payload), max_chars=max_chars)
+        path = checkpoint or index.info.get("checkpoint")
+        if not path:
+            raise PlanetlocError(f"{folder}: the index names no checkpoint; pass --checkpoint")
+        info = read_checkpoint(path)
+        index.check_model(info.fingerprint, int(info.model_config["embed_dim"]))
+        return cls(index, load_model(info), max_chars=max_chars)
 
-    @torch.no_grad()
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        enc, _ = self.model.tokenize(texts)
-        emb = self.model.encode_text(enc["input_ids"], enc["attention_mask"])
-        return emb.global_.float().numpy(), {k: v.float().numpy() for k, v in emb.phys.items()}
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        """What queries this model answers: ``text``, ``image`` or both."""
+        cfg = self.model.cfg
+        return tuple(k for k, on in (("text", cfg.uses_text), ("image", cfg.uses_street)) if on)
 
-    def locate(self, text: str, k: int = 5, prior: Prior | None = None) -> LocateResult:
-        return self.locate_batch([text], k=k, prior=prior)[0]
+    def _view(self, query: Query) -> torch.Tensor:
+        from planetloc.data.images import decode_rgb
+        from planetloc.data.stream import north_aligned
 
-    def locate_batch(
-        self, texts: list[str], k: int = 5, prior: Prior | None = None
-    ) -> list[LocateResult]:
-        if not isinstance(texts, list) or not texts:
-            raise PlanetlocError("give at least one description")
-        texts = [check_text(t, self.max_chars) for t in texts]
-        if not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise PlanetlocError(f"k must be between 1 and {MAX_K}, got {k!r}")
-        idx = self.index
-        allowed = select(prior, idx.lat, idx.lon, idx.region)
-        q, q_phys = self._encode(texts)
-        scores, ids = idx.search(q, k, allowed)
-        results = []
-        for row, text in enumerate(texts):
-            keep = ids[row] >= 0
-            hit_ids, hit_scores = ids[row][keep], scores[row][keep]
-            # FAISS scores of compressed indexes are approximate: report exact cosines.
-            exact = np.asarray(idx.embeddings[hit_ids], dtype=np.float32) @ q[row]
-            order = np.argsort(-exact, kind="stable")
-            hit_ids, hit_scores = hit_ids[order], exact[order]
-            physics = {
-                b: idx.phys[b][hit_ids].astype(np.float32) @ q_phys[b][row] for b in BRANCHES
-            }
-            tiles = [
-                TileHit(
-                    id=str(idx.ids[j]),
-                    lat=float(idx.lat[j]),
-                    lon=float(idx.lon[j]),
-                    region=str(idx.region[j]),
-                    score=float(hit_scores[n]),
-                    physics={b: float(physics[b][n]) for b in BRANCHES},
-                )
-                for n, j in enumerate(hit_ids)
-            ]
-            estimate = (
-                estimate_location(idx.lat[hit_ids], idx.lon[hit_ids], hit_scores, self.scale)
-                if len(tiles)
-                else None
+        cfg = self.model.cfg
+        h, w = cfg.street_size
+        with_size = decode_rgb(bytes(query.image), None, source="the image")  # type: ignore[arg-type]
+        ratio = with_size.shape[1] / with_size.shape[0]
+        if abs(ratio / (w / h) - 1) > ASPECT_TOLERANCE:
+            raise PlanetlocError(
+                f"the image is {with_size.shape[1]} x {with_size.shape[0]} pixels (ratio "
+                f"{ratio:.2f}); this model reads views of ratio {w / h:.2f}, e.g. {w} x {h}"
             )
-            results.append(
-                LocateResult(
-                    text=text,
-                    tiles=tiles,
-                    estimate=estimate,
-                    prior={} if prior is None else asdict(prior),
-                )
-            )
+        view = decode_rgb(bytes(query.image), (h, w), source="the image")  # type: ignore[arg-type]
+        if cfg.street_align == "north":
+            if query.heading_deg is None:
+                raise PlanetlocError("this model reads north-aligned views: give the heading")
+            view = north_aligned(view, float(query.heading_deg))
+        return torch.from_numpy(view).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+    def _view_vector(self, query: Query) -> np.ndarray:
+        if not self.model.cfg.uses_street:
+            raise PlanetlocError("this model was trained on descriptions only: send text")
+        with torch.no_grad():
+            vec = self.model.encode_street(self._view(query)).float().numpy()[0]
+        if not np.isfinite(vec).all():
+            raise PlanetlocError("the model produced a non-finite embedding for the image")
+        return vec
+
+    def locate(self, query: Query) -> LocateResult:
+        """Rank the gallery's tiles for one query and estimate where it was made."""
+        return self.locate_many([query])[0]
+
+    def locate_many(self, queries: list[Query]) -> list[LocateResult]:
+        """Answer several queries, encoding their descriptions in one batch."""
+        for query in queries:
+            query.check(max_chars=self.max_chars)
+        texts = [q.text for q in queries if q.text is not None]
+        if texts and not self.model.cfg.uses_text:
+            raise PlanetlocError("this model was trained on images only: send an image")
+        text_emb = self.encoder.encode_texts(texts) if texts else None
+        results, t = [], 0
+        for query in queries:
+            text = None
+            if query.text is not None:
+                text = text_emb.take([t])  # type: ignore[union-attr]
+                t += 1
+            view = self._view_vector(query) if query.image is not None else None
+            results.append(self._answer(query, text, view))
         return results
+
+    def _answer(self, query: Query, text: Any, view: np.ndarray | None) -> LocateResult:
+        idx = self.index
+        allowed = select(query.prior, idx.lat, idx.lon, idx.region)
+        if text is not None and view is not None:
+            kind = "joint"
+            rows, scores = idx.search_joint(
+                text.global_[0], view, query.k, allowed, self.model.cfg.joint_score
+            )
+        else:
+            kind = "text" if text is not None else "image"
+            vector = text.global_[0] if text is not None else view
+            rows, scores = idx.search(vector[None, :], query.k, allowed)
+            rows, scores = rows[0], scores[0]
+        keep = rows >= 0
+        rows, scores = rows[keep], scores[keep]
+        physics: dict[str, np.ndarray] = {}
+        if text is not None and len(rows):
+            physics = {
+                b: np.asarray(idx.phys[b][rows], dtype=np.float64)
+                @ text.phys[b][0].astype(np.float64)
+                for b in BRANCHES
+            }
+        tiles = [
+            TileHit(
+                id=str(idx.ids[j]),
+                lat=float(idx.lat[j]),
+                lon=float(idx.lon[j]),
+                region=str(idx.region[j]),
+                score=float(scores[n]),
+                physics={b: float(physics[b][n]) for b in physics},
+            )
+            for n, j in enumerate(rows.tolist())
+        ]
+        estimate = (
+            estimate_location(idx.lat[rows], idx.lon[rows], scores, self.scale, idx.tile_size_m)
+            if len(tiles)
+            else None
+        )
+        return LocateResult(
+            text=query.text,
+            tiles=tiles,
+            estimate=estimate,
+            truncated=bool(text.truncated[0]) if text is not None else False,
+            query=kind,
+            heading_deg=query.heading_deg,
+            prior={} if query.prior is None else query.prior.to_dict(),
+        )

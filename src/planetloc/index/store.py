@@ -1,13 +1,19 @@
-"""Build and open a gallery index: encoded tiles in resumable shards, metadata, FAISS.
+"""Build and open a gallery index: encoded tiles in content-keyed shards, metadata, FAISS.
 
 Layout of an index folder::
 
-    DIR/index.json          what it is: model fingerprint, kind and parameters, counts (last)
-    DIR/shards/NNNNN.npz    per-shard embeddings, physical embeddings and signatures
-    DIR/embeddings.npy      (N, D) global tile embeddings (float16 or float32)
-    DIR/phys.npz            (N, P) physical embeddings per branch, float16
-    DIR/meta.parquet        id, lat, lon, region, continent, tile path
-    DIR/faiss.index         the search structure
+    DIR/index.json           what it is: model fingerprint, FAISS factory string and search
+                             parameters, tile size, counts (written last)
+    DIR/shards/NNNNN.npz     per-shard embeddings, keyed by what they were made from
+    DIR/embeddings.npy       (N, D) global tile embeddings (float16 or float32)
+    DIR/phys_<branch>.npy    (N, P) physical embeddings per branch, float16
+    DIR/meta.parquet         row, id, lat, lon, region, continent, tile path
+    DIR/faiss.index          the search structure
+
+A shard's key digests the model fingerprint, the input size and, for each of its tiles, the
+id, coordinates and a hash of the image bytes. A rebuild into the same folder re-encodes
+exactly the shards whose key changed (a reordered, replaced or edited gallery, another model)
+and reuses the rest. Everything is streamed: memory holds one shard, not the gallery.
 """
 
 from __future__ import annotations
@@ -17,248 +23,223 @@ import io
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from planetloc.atomic import atomic_path, write_bytes, write_text
-from planetloc.data.images import load_tile
-from planetloc.data.manifest import find_manifest, read_manifest
+from planetloc.data.images import decode_rgb, read_image_bytes
+from planetloc.data.table import SampleTable
 from planetloc.errors import PlanetlocError
-from planetloc.eval.metrics import top_k
+from planetloc.index.search import SearchParams, make_faiss, open_faiss
+from planetloc.model.inference import Encoder
 from planetloc.model.physics import BRANCHES
-from planetloc.model.planet import Planet
-from planetloc.train.checkpoint import load_model, read_checkpoint
 
-FORMAT = "planetloc-index-v1"
-KINDS = ("flat", "hnsw", "ivfpq")
+FORMAT = "planetloc-index-v2"
 
 
 @dataclass
-class IndexParams:
-    """How the search structure is built and searched (recorded in index.json)."""
+class BuildOptions:
+    """How an index is built (recorded in index.json)."""
 
-    kind: str = "flat"
+    search: SearchParams = field(default_factory=SearchParams)
     dtype: str = "float16"
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-    nlist: int = 0  # IVF cells; 0 = about 4 * sqrt(N)
-    pq_m: int = 0  # PQ sub-quantisers; 0 = dim / 4
-    pq_bits: int = 8
-    nprobe: int = 64
-    refine: int = 8  # IVF-PQ: re-rank refine * k candidates with exact vectors (0 = off)
+    shard_size: int = 4096
+    tile_size_m: float | None = None  # ground size of a tile; default: read from the samples
+    require_tile_size: bool = True  # False: an index only evaluation reads may lack it
 
     def check(self) -> None:
-        if self.kind not in KINDS:
-            raise PlanetlocError(f"index kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.dtype not in ("float16", "float32"):
             raise PlanetlocError(f"index dtype must be float16 or float32, got {self.dtype!r}")
+        if self.shard_size < 1:
+            raise PlanetlocError(f"--shard-size must be at least 1, got {self.shard_size}")
+        if self.tile_size_m is not None and not (0 < self.tile_size_m < 1e6):
+            raise PlanetlocError(
+                f"--tile-size-m must be a positive size in metres, got {self.tile_size_m}"
+            )
+        self.search.check()
 
 
-def model_fingerprint(payload: dict[str, Any]) -> str:
-    """A digest of a checkpoint's architecture and weights: which model encoded the tiles."""
-    h = hashlib.sha256(json.dumps(payload["model_config"], sort_keys=True).encode())
-    for key in sorted(payload["model"]):
-        h.update(key.encode())
-        h.update(payload["model"][key].float().numpy().tobytes())
-    return h.hexdigest()[:32]
-
-
-def tune_faiss() -> None:
-    """Small query batches are ~6x faster with BLAS kicking in early (see DESIGN notes)."""
-    import faiss
-
-    faiss.cvar.distance_compute_blas_threshold = 20
-
-
-SMALL_BATCH = 20  # below this many queries, exact search goes through numpy (see flat_search)
-
-
-def flat_search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` on a FAISS flat index, choosing the faster engine for the batch size.
-
-    FAISS parallelises exact search across queries, so a lone query runs on one core; a BLAS
-    matrix-vector product over the same stored vectors (a zero-copy view) uses them all and
-    is about twice as fast. Batches of ``SMALL_BATCH`` or more go to FAISS.
-    """
-    import faiss
-
-    if len(queries) >= SMALL_BATCH:
-        return index.search(queries, k)
-    xb = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
-    scores = queries @ xb.T
-    top = top_k(scores, k)
-    return np.take_along_axis(scores, top, axis=1).astype(np.float32), top.astype(np.int64)
-
-
-def make_faiss(vectors: np.ndarray, params: IndexParams) -> Any:
-    import faiss
-
-    n, dim = vectors.shape
-    if params.kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif params.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = params.ef_construction
-    else:
-        nlist = params.nlist or max(1, int(2 * np.sqrt(n)))
-        pq_m = params.pq_m or max(1, dim // 4)
-        if dim % pq_m:
-            raise PlanetlocError(f"pq_m={pq_m} must divide the embedding size {dim}")
-        if n < 39 * nlist:
-            nlist = max(1, n // 39)  # faiss wants ~39 training points per cell
-        # Each PQ codebook needs 2**bits training points: small galleries get smaller codes.
-        params.pq_bits = min(params.pq_bits, max(1, int(np.log2(n))))
-        params.nlist, params.pq_m = nlist, pq_m
-        quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFPQ(
-            quantizer, dim, nlist, pq_m, params.pq_bits, faiss.METRIC_INNER_PRODUCT
+def gallery_tile_size(table: SampleTable, rows: np.ndarray) -> float:
+    """The ground size of the gallery's tiles, from ``meta.tile_m`` of its samples."""
+    sizes = []
+    if table.meta is not None:
+        for r in rows[:: max(1, len(rows) // 200)]:
+            value = table.meta[r].get("tile_m") if isinstance(table.meta[r], dict) else None
+            if isinstance(value, int | float) and value > 0:
+                sizes.append(float(value))
+    if not sizes:
+        raise PlanetlocError(
+            f"{table.path}: the samples do not record their tile size (meta.tile_m); "
+            "pass --tile-size-m"
         )
-        # k-means needs tens of points per cell, not the whole gallery.
-        train_n = min(n, max(64 * nlist, 2**params.pq_bits * 40))
-        sample = vectors[np.sort(np.random.default_rng(0).permutation(n)[:train_n])]
-        ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
-        ivf.nprobe = params.nprobe
-        index = ivf
-        if params.refine:
-            index = faiss.IndexRefineFlat(ivf)
-            index.k_factor = float(params.refine)
-    for start in range(0, n, 100_000):
-        index.add(np.ascontiguousarray(vectors[start : start + 100_000], dtype=np.float32))
-    return index
+    return float(np.median(sizes))
 
 
-@torch.no_grad()
-def _encode_shard(
-    model: Planet, paths: list[str], size: int, batch_size: int, device: str
-) -> dict[str, np.ndarray]:
-    out: dict[str, list[np.ndarray]] = {"emb": []}
-    for start in range(0, len(paths), batch_size):
-        arrays = [load_tile(p, size) for p in paths[start : start + batch_size]]
-        tiles = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().to(device)
-        out["emb"].append(model.encode_image(tiles).float().cpu().numpy())
-        sigs = model.tile_signatures(tiles)
-        phys = model.encode_signatures(sigs)
-        for k in BRANCHES:
-            out.setdefault(f"phys_{k}", []).append(phys[k].float().cpu().numpy().astype(np.float16))
-            out.setdefault(f"sig_{k}", []).append(sigs[k].float().cpu().numpy().astype(np.float16))
-    return {k: np.concatenate(v) for k, v in out.items()}
+def _image_hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def shard_key(fingerprint: str, image_size: int, table: SampleTable, rows: np.ndarray) -> str:
+    """What a shard's embeddings were made from: model, input size, and every tile's bytes."""
+    h = hashlib.sha256(f"{fingerprint}|{image_size}|v2".encode())
+    for r in rows.tolist():
+        h.update(f"{table.id[r]}|{table.lat[r]!r}|{table.lon[r]!r}|".encode())
+        h.update(_image_hash(read_image_bytes(table.resolve(table.sat_path[r]))))
+    return h.hexdigest()
+
+
+def _tiles(table: SampleTable, rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for r in rows.tolist():
+        path = table.resolve(table.sat_path[r])
+        yield decode_rgb(read_image_bytes(path), size, source=str(path))
+
+
+def _stored_key(path: Path) -> str | None:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return str(npz["key"])
+    except (OSError, ValueError, KeyError):
+        return None  # missing or damaged: re-encode
 
 
 def build_index(
-    checkpoint: str | os.PathLike[str],
-    gallery: str | os.PathLike[str],
+    encoder: Encoder,
+    fingerprint: str,
+    table: SampleTable,
+    rows: np.ndarray,
     out: str | os.PathLike[str],
     *,
-    params: IndexParams | None = None,
-    splits: tuple[str, ...] | None = None,
-    shard_size: int = 4096,
-    batch_size: int = 128,
-    device: str = "cpu",
+    options: BuildOptions | None = None,
+    checkpoint: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Encode every gallery tile and build the search structure; resumes finished shards."""
-    params = params or IndexParams()
-    params.check()
+    """Encode the gallery rows of ``table`` and build the search structure in ``out``."""
+    options = options or BuildOptions()
+    options.check()
     folder = Path(out)
-    payload = read_checkpoint(checkpoint)
-    fingerprint = model_fingerprint(payload)
-    manifest = read_manifest(find_manifest(gallery), check_images=False)
-    samples = [s for s in manifest.samples if splits is None or s.split in splits]
-    if not samples:
-        raise PlanetlocError(f"{manifest.path}: no gallery tiles (splits {splits})")
-    stamp = folder / "build.json"
-    job = {
-        "checkpoint_fingerprint": fingerprint,
-        "gallery": str(manifest.path.resolve()),
-        "count": len(samples),
-        "shard_size": shard_size,
-        "dtype": params.dtype,
-        "splits": list(splits) if splits else None,
-    }
-    if stamp.exists() and json.loads(stamp.read_text()) != job:
-        raise PlanetlocError(
-            f"{folder} holds an index of another model or gallery; use a new --out"
-        )
-    write_text(stamp, json.dumps(job, indent=1) + "\n")
-    model = load_model(checkpoint, payload).to(device).eval()
-    paths = [str(manifest.resolve(s.sat_path)) for s in samples]
+    if folder.exists() and not folder.is_dir():
+        raise PlanetlocError(f"{folder}: --out must be a folder, and this is a file")
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        raise PlanetlocError(f"{table.path}: no gallery tiles to index")
+    tile_m = options.tile_size_m
+    if tile_m is None:
+        try:
+            tile_m = gallery_tile_size(table, rows)
+        except PlanetlocError:
+            if options.require_tile_size:
+                raise
+    size = encoder.model.cfg.image_size
     shards = folder / "shards"
-    n_shards = (len(samples) + shard_size - 1) // shard_size
+    n_shards = (len(rows) + options.shard_size - 1) // options.shard_size
     start_time = time.perf_counter()
+    reused = 0
     for i in tqdm(range(n_shards), desc="encoding gallery", unit="shard", disable=not progress):
+        part = rows[i * options.shard_size : (i + 1) * options.shard_size]
         path = shards / f"{i:05d}.npz"
-        if path.exists():
-            continue  # finished by an earlier run: shards are written atomically
-        chunk = paths[i * shard_size : (i + 1) * shard_size]
-        arrays = _encode_shard(model, chunk, model.cfg.image_size, batch_size, device)
+        key = shard_key(fingerprint, size, table, part)
+        if _stored_key(path) == key:
+            reused += 1
+            continue
+        emb = encoder.encode_tiles(_tiles(table, part, size), total=len(part))
+        arrays = {"key": np.asarray(key), "emb": emb.global_}
+        arrays.update({f"phys_{b}": emb.phys[b].astype(np.float16) for b in BRANCHES})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         write_bytes(path, buf.getvalue())
+    for stale in shards.glob("*.npz"):
+        if int(stale.stem) >= n_shards:
+            stale.unlink()
     encode_seconds = time.perf_counter() - start_time
-    parts = [np.load(shards / f"{i:05d}.npz") for i in range(n_shards)]
-    emb = np.concatenate([p["emb"] for p in parts]).astype(params.dtype)
-    # Through a file handle: np.save would append ".npy" to the temporary name.
-    with atomic_path(folder / "embeddings.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, emb)
-    phys = {
-        f"{k}_{b}": np.concatenate([p[f"{k}_{b}"] for p in parts])
-        for k in ("phys", "sig")
-        for b in BRANCHES
-    }
-    with atomic_path(folder / "phys.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **phys)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table(
-        {
-            "id": [s.id for s in samples],
-            "lat": [s.lat for s in samples],
-            "lon": [s.lon for s in samples],
-            "region": [s.region for s in samples],
-            "continent": [s.continent for s in samples],
-            "path": paths,
-        }
-    )
-    with atomic_path(folder / "meta.parquet") as tmp:
-        pq.write_table(table, tmp)
+    dim, pdim = _merge(folder, n_shards, len(rows), options.dtype)
+    _write_meta(folder, table, rows)
+    start_time = time.perf_counter()
+    emb = np.load(folder / "embeddings.npy", mmap_mode="r")
+    index, search = make_faiss(emb, options.search)
+    build_seconds = time.perf_counter() - start_time
     import faiss
 
-    start_time = time.perf_counter()
-    index = make_faiss(emb, params)
-    build_seconds = time.perf_counter() - start_time
     with atomic_path(folder / "faiss.index") as tmp:
         faiss.write_index(index, str(tmp))
     info = {
         "format": FORMAT,
         "model_fingerprint": fingerprint,
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "embed_dim": int(emb.shape[1]),
-        "phys_dim": int(phys[f"phys_{BRANCHES[0]}"].shape[1]),
-        "count": int(emb.shape[0]),
-        "params": asdict(params),
+        "checkpoint": checkpoint,
+        "embed_dim": dim,
+        "phys_dim": pdim,
+        "count": len(rows),
+        "dtype": options.dtype,
+        "image_size": size,
+        "tile_size_m": tile_m,
+        "search": asdict(search),
+        "shards": {"count": n_shards, "size": options.shard_size, "reused": reused},
         "encode_seconds": round(encode_seconds, 2),
         "build_seconds": round(build_seconds, 2),
-        "gallery": str(manifest.path.resolve()),
+        "gallery": str(table.path.resolve()),
     }
     write_text(folder / "index.json", json.dumps(info, indent=1) + "\n")
     return folder
 
 
+def _merge(folder: Path, n_shards: int, count: int, dtype: str) -> tuple[int, int]:
+    """Copy the shards into the flat arrays, one shard in memory at a time."""
+    out: dict[str, np.ndarray] = {}
+    position = 0
+    for i in range(n_shards):
+        with np.load(folder / "shards" / f"{i:05d}.npz", allow_pickle=False) as npz:
+            parts = {"embeddings": npz["emb"]} | {f"phys_{b}": npz[f"phys_{b}"] for b in BRANCHES}
+        if not out:
+            for name, arr in parts.items():
+                kind = dtype if name == "embeddings" else "float16"
+                tmp = folder / f".{name}.npy.tmp"
+                out[name] = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=kind, shape=(count, arr.shape[1])
+                )
+        n = len(parts["embeddings"])
+        for name, arr in parts.items():
+            out[name][position : position + n] = arr
+        position += n
+    if position != count:
+        raise PlanetlocError(f"{folder}: shards hold {position} tiles, expected {count}")
+    dims = (out["embeddings"].shape[1], out[f"phys_{BRANCHES[0]}"].shape[1])
+    for name, arr in out.items():
+        arr.flush()
+        del arr
+        os.replace(folder / f".{name}.npy.tmp", folder / f"{name}.npy")
+    return int(dims[0]), int(dims[1])
+
+
+def _write_meta(folder: Path, table: SampleTable, rows: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = pa.table(
+        {
+            "id": table.id[rows].tolist(),
+            "lat": table.lat[rows],
+            "lon": table.lon[rows],
+            "region": table.region[rows].tolist(),
+            "continent": table.continent[rows].tolist(),
+            "path": [str(table.resolve(p)) for p in table.sat_path[rows].tolist()],
+        }
+    )
+    with atomic_path(folder / "meta.parquet") as tmp:
+        pq.write_table(meta, tmp)
+
+
 @dataclass
 class GalleryIndex:
-    """An opened index: embeddings, physics, metadata and the FAISS structure."""
+    """An opened index. ``rows`` are positions in it; ``ids`` are the tiles' sample ids."""
 
     folder: Path
     info: dict[str, Any]
-    embeddings: np.ndarray
-    phys: dict[str, np.ndarray]
+    embeddings: np.ndarray  # (N, D) memory-mapped
+    phys: dict[str, np.ndarray]  # (N, P) memory-mapped per branch
     ids: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
@@ -266,10 +247,24 @@ class GalleryIndex:
     continent: np.ndarray
     paths: np.ndarray
     faiss_index: Any
+    search_params: SearchParams
+
+    @property
+    def tile_size_m(self) -> float:
+        size = self.info.get("tile_size_m")
+        if not isinstance(size, int | float) or not size > 0:
+            raise PlanetlocError(
+                f"{self.folder}: the index does not record its tiles' size; rebuild it with "
+                "`planetloc index build --tile-size-m METRES`"
+            )
+        return float(size)
+
+    def __len__(self) -> int:
+        return int(self.info["count"])
 
     @classmethod
     def open(cls, folder: str | os.PathLike[str]) -> GalleryIndex:
-        import faiss
+        """Open an index folder; every file is checked and refused with one line if damaged."""
         import pyarrow.parquet as pq
 
         root = Path(folder)
@@ -279,22 +274,33 @@ class GalleryIndex:
                 f"{root}: not a finished index (no index.json); "
                 "build it with `planetloc index build`"
             )
-        info = json.loads(meta_path.read_text(encoding="utf-8"))
-        if info.get("format") != FORMAT:
-            raise PlanetlocError(f"{meta_path}: unsupported index format {info.get('format')!r}")
-        emb = np.load(root / "embeddings.npy", mmap_mode="r")
-        if emb.shape != (info["count"], info["embed_dim"]):
+        try:
+            info = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise PlanetlocError(f"{meta_path}: damaged index description ({err})") from None
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            got = info.get("format") if isinstance(info, dict) else None
+            raise PlanetlocError(
+                f"{meta_path}: unsupported index format {got!r} (expected {FORMAT})"
+            )
+        try:
+            count, dim = int(info["count"]), int(info["embed_dim"])
+            emb = np.load(root / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+            phys = {
+                b: np.load(root / f"phys_{b}.npy", mmap_mode="r", allow_pickle=False)
+                for b in BRANCHES
+            }
+            meta = pq.read_table(root / "meta.parquet").to_pydict()
+            params = SearchParams.from_dict(info["search"])
+        except PlanetlocError:
+            raise
+        except Exception as err:  # numpy, pyarrow and KeyError all mean the same to a user
+            raise PlanetlocError(f"{root}: damaged index ({type(err).__name__}: {err})") from None
+        if emb.shape != (count, dim) or any(len(p) != count for p in phys.values()):
             raise PlanetlocError(f"{root}: embeddings {emb.shape} do not match index.json")
-        with np.load(root / "phys.npz") as npz:
-            phys = {b: npz[f"phys_{b}"] for b in BRANCHES}
-        meta = pq.read_table(root / "meta.parquet").to_pydict()
-        tune_faiss()
-        index = faiss.read_index(str(root / "faiss.index"))
-        params = info["params"]
-        if params["kind"] == "hnsw":
-            index.hnsw.efSearch = params["ef_search"]
-        elif params["kind"] == "ivfpq":
-            faiss.extract_index_ivf(index).nprobe = params["nprobe"]
+        if len(meta.get("id", ())) != count:
+            raise PlanetlocError(f"{root}: meta.parquet does not list {count} tiles")
+        index = open_faiss(root / "faiss.index", params, count)
         return cls(
             folder=root,
             info=info,
@@ -307,66 +313,43 @@ class GalleryIndex:
             continent=np.asarray(meta["continent"]),
             paths=np.asarray(meta["path"]),
             faiss_index=index,
+            search_params=params,
         )
 
-    def check_model(self, payload: dict[str, Any]) -> None:
+    def check_model(self, fingerprint: str, embed_dim: int) -> None:
         """Refuse a model other than the one that encoded the gallery."""
-        dim = int(payload["model_config"]["embed_dim"])
-        if dim != self.info["embed_dim"]:
+        if embed_dim != self.info["embed_dim"]:
             raise PlanetlocError(
                 f"{self.folder}: index holds {self.info['embed_dim']}-d embeddings, "
-                f"the model makes {dim}-d ones"
+                f"the model makes {embed_dim}-d ones"
             )
-        if model_fingerprint(payload) != self.info["model_fingerprint"]:
+        if fingerprint != self.info["model_fingerprint"]:
             raise PlanetlocError(
                 f"{self.folder}: index was built by another model (fingerprint mismatch)"
             )
 
     def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        allowed: np.ndarray | None = None,
-        exact_limit: int = 200_000,
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query, among ``allowed`` ids when given (-1 pads)."""
-        import faiss
+        """Top-``k`` ``(rows, scores)`` per query, among ``allowed`` rows when given.
 
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if allowed is None:
-            if self.info["params"]["kind"] == "flat":
-                return flat_search(self.faiss_index, q, k)
-            return self.faiss_index.search(q, k)
-        if len(allowed) == 0:
-            return np.full((len(q), k), -np.inf, dtype=np.float32), np.full(
-                (len(q), k), -1, dtype=np.int64
-            )
-        if len(allowed) <= exact_limit:
-            # A small allowed set is scored exactly: faster than a filtered graph walk, and exact.
-            sub = np.asarray(self.embeddings[allowed], dtype=np.float32)
-            scores = q @ sub.T
-            top = top_k(scores, k)
-            kk = top.shape[1]
-            d = np.take_along_axis(scores, top, axis=1)
-            pad = k - kk
-            ids = allowed[top]
-            if pad:
-                d = np.pad(d, ((0, 0), (0, pad)), constant_values=-np.inf)
-                ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            return d.astype(np.float32), ids.astype(np.int64)
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-        kind = self.info["params"]["kind"]
-        if kind == "hnsw":
-            sp = faiss.SearchParametersHNSW(
-                sel=selector, efSearch=max(self.info["params"]["ef_search"], 4 * k)
-            )
-        elif kind == "ivfpq":
-            sp = faiss.SearchParametersIVF(sel=selector, nprobe=self.info["params"]["nprobe"])
-            if self.info["params"].get("refine"):
-                sp = faiss.IndexRefineSearchParameters(
-                    k_factor=float(self.info["params"]["refine"]), base_index_params=sp
-                )
-                sp.sel = selector
-        else:
-            sp = faiss.SearchParameters(sel=selector)
-        return self.faiss_index.search(q, k, params=sp)
+        Scores are exact float64 cosines from the stored embeddings whatever the index kind
+        (approximate kinds only propose the candidates); rows are ordered by score, ties by
+        row; -1 rows (and -inf scores) pad queries with fewer than k allowed tiles.
+        """
+        from planetloc.index.search import search
+
+        return search(self, queries, k, allowed)
+
+    def search_joint(
+        self,
+        text: np.ndarray,
+        view: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        how: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(rows, scores)`` of one joint (text, view) query, scored ``how``."""
+        from planetloc.index.search import search_joint
+
+        return search_joint(self, text, view, k, allowed, how)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from planetloc.errors import PlanetlocError
+from planetloc.model.towers import CLIP_MEAN, CLIP_STD
 
 _BLOCK = {
     "ln_1": "layer_norm1",
@@ -130,11 +131,7 @@ def load_openclip(
     from transformers import CLIPModel
 
     if not isinstance(config, dict):
-        path = Path(config)
-        if not path.is_file():
-            raise PlanetlocError(f"{path}: open_clip config not found")
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        config = raw.get("model_cfg", raw)
+        config = read_openclip_config(config)
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise PlanetlocError(f"{ckpt}: checkpoint not found")
@@ -144,7 +141,11 @@ def load_openclip(
         raise PlanetlocError(
             f"{ckpt}: cannot read checkpoint ({type(err).__name__}: {err})"
         ) from None
-    model = CLIPModel(clip_config_from_openclip(config))
+    try:
+        clip_config = clip_config_from_openclip(config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise PlanetlocError(f"open_clip config lacks or mangles a field ({err})") from None
+    model = CLIPModel(clip_config)
     converted = convert_state_dict(state)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
@@ -154,3 +155,60 @@ def load_openclip(
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return model.eval()
+
+
+def read_openclip_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``model_cfg`` of an ``open_clip_config.json`` (or a bare model config JSON)."""
+    p = Path(path)
+    if not p.is_file():
+        raise PlanetlocError(f"{p}: open_clip config not found")
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PlanetlocError(f"{p}: not a JSON open_clip config ({err})") from None
+    config = raw.get("model_cfg", raw) if isinstance(raw, dict) else None
+    if not isinstance(config, dict) or "vision_cfg" not in config or "text_cfg" not in config:
+        raise PlanetlocError(f"{p}: an open_clip config needs model_cfg.vision_cfg and text_cfg")
+    return config
+
+
+def convert_to_folder(
+    checkpoint: str | os.PathLike[str],
+    config: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    tokenizer: str | os.PathLike[str],
+) -> Path:
+    """Write a folder that loads with no network: weights (safetensors), model config,
+    tokenizer, and image preprocessing settings (size, mean, std).
+
+    open_clip checkpoints carry no tokenizer, so one is copied in from ``tokenizer`` (a saved
+    CLIP BPE tokenizer); its vocabulary must fit the model's token table.
+    """
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+
+    from planetloc.model.planet import load_tokenizer
+
+    folder = Path(out)
+    if folder.exists() and any(folder.iterdir()):
+        raise PlanetlocError(f"{folder} is not empty; nothing was overwritten (choose a new --out)")
+    model_cfg = read_openclip_config(config)
+    tok = load_tokenizer(str(tokenizer))
+    vocab = int(model_cfg["text_cfg"].get("vocab_size", 49408))
+    if len(tok) > vocab:
+        raise PlanetlocError(
+            f"tokenizer {tokenizer} has {len(tok)} tokens, more than the model's {vocab}"
+        )
+    model = load_openclip(checkpoint, model_cfg)
+    size = int(model_cfg["vision_cfg"]["image_size"])
+    preprocess = model_cfg.get("preprocess_cfg") or {}
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(preprocess.get("mean", CLIP_MEAN)),
+        image_std=list(preprocess.get("std", CLIP_STD)),
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

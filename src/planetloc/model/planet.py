@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ from planetloc.model.physics import BRANCHES, PhysicalSemanticProjection, Signat
 from planetloc.model.registry import MINILM, backbone_spec, resolve_source
 from planetloc.model.signatures import SignatureConfig, physical_signatures
 from planetloc.model.towers import (
+    CLIP_MEAN,
+    CLIP_STD,
     CLIPImageTower,
     CLIPTextTower,
     HFTextTower,
@@ -29,8 +32,8 @@ from planetloc.model.towers import (
     TileCNN,
 )
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+QUERY_KINDS = ("text", "image", "joint")
+JOINT_SCORES = ("projection", "mean", "sum")
 
 
 @dataclass
@@ -41,6 +44,8 @@ class ModelConfig:
     text_source: str | None = None  # overrides the backbone's text source
     image_source: str | None = None
     openclip_config: str | None = None
+    tokenizer: str | None = None  # tokenizer source; default: the text source
+    init: str = "pretrained"  # "random": the backbone's architecture with fresh weights
     embed_dim: int = 256
     head_dim: int = 256
     heads: int = 4
@@ -51,21 +56,64 @@ class ModelConfig:
     image_size: int = 128
     token_dropout: float = 0.1  # share of text tokens hidden from the heads while training
     signature: SignatureConfig = field(default_factory=SignatureConfig)
+    # Queries: "text" (descriptions), "image" (street views) or "joint" (both at once).
+    query: str = "text"
+    street_backbone: str = "cnn"  # "cnn" (from scratch) or a backbone whose image tower reads views
+    street_size: tuple[int, int] = (64, 256)  # (H, W) of the street image the tower reads
+    street_align: str = "heading"  # "heading": as taken; "north": panorama rolled north-up
+    joint_score: str = "projection"  # joint queries: "projection" (MAPS), "mean" or "sum"
+
+    def check(self) -> None:
+        """Refuse settings no model can be built with, naming the setting."""
+        for name in ("embed_dim", "head_dim", "heads", "phys_dim", "max_tokens", "image_size"):
+            if getattr(self, name) < 1:
+                raise PlanetlocError(f"setting 'model.{name}' must be at least 1")
+        if self.head_dim % self.heads:
+            raise PlanetlocError(
+                f"model.head_dim {self.head_dim} must be divisible by model.heads {self.heads}"
+            )
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise PlanetlocError(f"model.token_dropout must be in [0, 1), got {self.token_dropout}")
+        if self.query not in QUERY_KINDS:
+            raise PlanetlocError(f"model.query must be one of {', '.join(QUERY_KINDS)}")
+        if self.joint_score not in JOINT_SCORES:
+            raise PlanetlocError(f"model.joint_score must be one of {', '.join(JOINT_SCORES)}")
+        if self.street_align not in ("heading", "north"):
+            raise PlanetlocError("model.street_align must be 'heading' or 'north'")
+        if min(self.street_size) < 16:
+            raise PlanetlocError(f"model.street_size {self.street_size} is too small")
+
+    @property
+    def uses_text(self) -> bool:
+        return self.query in ("text", "joint")
+
+    @property
+    def uses_street(self) -> bool:
+        return self.query in ("image", "joint")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild a saved config, type-checking every value."""
+        import typing
+
+        from planetloc.yaml_config import coerce
+
         data = dict(data)
         sig = data.pop("signature", None)
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise PlanetlocError(f"unknown model setting {sorted(unknown)[0]!r}")
-        cfg = cls(**data)
+        hints = typing.get_type_hints(cls)
+        cfg = cls(**{k: coerce(v, hints[k], f"model.{k}") for k, v in data.items()})
         if sig is not None:
             cfg.signature = SignatureConfig(**sig)
+        cfg.check()
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["street_size"] = list(self.street_size)
+        return out
 
 
 @dataclass
@@ -113,6 +161,90 @@ def _tiny_clip() -> nn.Module:
     return CLIPModel(cfg)
 
 
+def load_tokenizer(source: str) -> Any:
+    """A tokenizer from a local folder or cached hub id, refused if its vocabulary is empty."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise PlanetlocError(f"cannot load the tokenizer of {source!r}: {err}") from None
+    if len(tok) < 256:
+        # Offline, a hub id can resolve to an empty tokenizer holding only special tokens.
+        raise PlanetlocError(
+            f"tokenizer of {source!r} has only {len(tok)} tokens: not a usable vocabulary"
+        )
+    return tok
+
+
+def image_statistics(
+    source: str, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A checkpoint folder's own pixel mean/std (``preprocessor_config.json``), if it has them."""
+    import json
+
+    path = Path(source) / "preprocessor_config.json"
+    if not path.is_file():
+        return mean, std
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        return tuple(float(v) for v in cfg["image_mean"]), tuple(float(v) for v in cfg["image_std"])
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        raise PlanetlocError(f"{path}: unreadable image_mean/image_std") from None
+
+
+def random_clip(spec: dict, name: str, tokenizer: Any) -> nn.Module:
+    """A CLIP model of the backbone's published architecture with fresh weights.
+
+    The text embedding table is sized to ``tokenizer``, whose end-of-text (or [SEP]) token is
+    the one CLIP pools, so any offline vocabulary can drive a real-size architecture.
+    """
+    from transformers import CLIPConfig, CLIPModel
+
+    arch = spec.get("architecture")
+    if arch is None:
+        raise PlanetlocError(
+            f"backbone {name!r} has no architecture to build with model.init=random"
+        )
+    text = dict(arch["text_config"])
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    text.update(
+        vocab_size=len(tokenizer),
+        eos_token_id=int(eos),
+        bos_token_id=int(tokenizer.bos_token_id or tokenizer.cls_token_id or 0),
+        pad_token_id=int(tokenizer.pad_token_id or 0),
+    )
+    cfg = CLIPConfig(
+        text_config=text,
+        vision_config=dict(arch["vision_config"]),
+        projection_dim=int(arch["projection_dim"]),
+    )
+    return CLIPModel(cfg)
+
+
+def joint_scores(
+    text: torch.Tensor, view: torch.Tensor, tiles: torch.Tensor, how: str
+) -> torch.Tensor:
+    """(Q, G) scores of joint (text, street view) queries against tile embeddings.
+
+    ``projection`` (MAPS): the length of each tile embedding's projection onto the plane the
+    query's two embeddings span; ``mean``: the cosine with their normalised mean; ``sum``: the
+    sum of the two cosines. All take unit vectors.
+    """
+    if how == "projection":
+        e1 = text
+        e2 = view - (view * text).sum(-1, keepdim=True) * text
+        norm = e2.norm(dim=-1, keepdim=True)
+        # A view parallel to its text spans no plane: the projection is onto the text alone.
+        e2 = torch.where(norm > 1e-6, e2 / norm.clamp_min(1e-6), torch.zeros_like(e2))
+        return torch.sqrt((e1 @ tiles.t()) ** 2 + (e2 @ tiles.t()) ** 2 + 1e-12)
+    if how == "mean":
+        return F.normalize(text + view, dim=-1) @ tiles.t()
+    if how == "sum":
+        return text @ tiles.t() + view @ tiles.t()
+    raise PlanetlocError(f"unknown joint score {how!r}; use one of {', '.join(JOINT_SCORES)}")
+
+
 class Planet(nn.Module):
     """The PLANET model: towers, projection heads and the physical branch, from a config."""
 
@@ -121,7 +253,10 @@ class Planet(nn.Module):
         self.cfg = cfg
         spec = backbone_spec(cfg.backbone)
         tspec, ispec = spec["text"], spec["image"]
-        shared = self._shared_model(tspec, ispec, cfg)
+        if cfg.init not in ("pretrained", "random"):
+            raise PlanetlocError(f"model.init must be 'pretrained' or 'random', got {cfg.init!r}")
+        self.tokenizer = self._tokenizer(tspec, cfg)
+        shared = self._shared_model(spec, cfg, self.tokenizer)
         self.text_tower = self._text_tower(tspec, cfg, shared)
         self.image_tower, mean, std = self._image_tower(ispec, cfg, shared)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1))
@@ -150,31 +285,48 @@ class Planet(nn.Module):
         self.phys_logit_scale = nn.ParameterDict(
             {k: nn.Parameter(torch.tensor(math.log(1 / 0.07))) for k in BRANCHES}
         )
-        self.tokenizer = self._tokenizer(tspec, cfg)
+        if cfg.uses_street:
+            self.street_tower, smean, sstd = self._street_tower(cfg)
+            self.register_buffer("street_mean", torch.tensor(smean).view(1, 3, 1, 1))
+            self.register_buffer("street_std", torch.tensor(sstd).view(1, 3, 1, 1))
+            self.street_proj = nn.Sequential(
+                nn.Linear(self.street_tower.width, cfg.embed_dim * 2),
+                nn.GELU(),
+                nn.Linear(cfg.embed_dim * 2, cfg.embed_dim),
+            )
+            # Temperatures of the view-satellite and joint-query contrastive losses.
+            self.view_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+            self.joint_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     # ----------------------------------------------------------------------------- building
     @staticmethod
-    def _shared_model(tspec: dict, ispec: dict, cfg: ModelConfig) -> nn.Module | None:
+    def _shared_model(spec: dict, cfg: ModelConfig, tokenizer: Any) -> nn.Module | None:
+        tspec, ispec = spec["text"], spec["image"]
         kind = tspec["kind"]
         if kind != ispec["kind"] or kind not in ("clip", "siglip", "openclip", "tiny-clip"):
             return None
         if kind == "tiny-clip":
             return _tiny_clip()
-        if kind == "openclip":
+        if cfg.init == "random":
+            return random_clip(spec, cfg.backbone, tokenizer)
+        source = resolve_source(cfg.text_source or tspec["source"])
+        if kind == "openclip" and not Path(source).is_dir():
             from planetloc.model.openclip import load_openclip
 
             config = cfg.openclip_config or tspec.get("openclip_config")
             if not config:
                 raise PlanetlocError(
-                    "backbone 'openclip' needs model.openclip_config (open_clip_config.json)"
+                    "backbone 'openclip' needs model.openclip_config (open_clip_config.json) "
+                    "beside a .pt checkpoint, or a folder written by `planetloc convert-openclip`"
                 )
-            return load_openclip(resolve_source(cfg.text_source or tspec["source"]), config)
+            return load_openclip(source, config)
         from transformers import CLIPModel, SiglipModel
 
         from planetloc.model.towers import _load_pretrained
 
-        cls = CLIPModel if kind == "clip" else SiglipModel
-        return _load_pretrained(cls, resolve_source(cfg.text_source or tspec["source"]))
+        # A converted open_clip folder is a transformers CLIP folder.
+        cls = SiglipModel if kind == "siglip" else CLIPModel
+        return _load_pretrained(cls, source)
 
     @staticmethod
     def _text_tower(tspec: dict, cfg: ModelConfig, shared: nn.Module | None) -> nn.Module:
@@ -214,7 +366,11 @@ class Planet(nn.Module):
                 (0.22, 0.22, 0.22),
             )
         if kind in ("clip", "openclip", "tiny-clip"):
-            return CLIPImageTower(shared, trainable_layers=layers), CLIP_MEAN, CLIP_STD
+            mean, std = CLIP_MEAN, CLIP_STD
+            source = cfg.image_source or cfg.text_source or ispec.get("source")
+            if kind != "tiny-clip" and source and cfg.init == "pretrained":
+                mean, std = image_statistics(resolve_source(source), mean, std)
+            return CLIPImageTower(shared, trainable_layers=layers), mean, std
         if kind == "siglip":
             return (
                 SiglipImageTower(shared, trainable_layers=layers),
@@ -224,43 +380,93 @@ class Planet(nn.Module):
         raise PlanetlocError(f"unknown image tower kind {kind!r}")
 
     @staticmethod
+    def _street_tower(cfg: ModelConfig) -> tuple[nn.Module, tuple, tuple]:
+        """The street-view tower: a CNN from scratch, or a registry backbone's image tower."""
+        if cfg.street_backbone == "cnn":
+            tower = TileCNN((32, 64, 128, 256), max(cfg.street_size))
+            tower.image_size = None  # reads the view at its own (H, W), not a square
+            return tower, (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
+        spec = backbone_spec(cfg.street_backbone)
+        if spec["image"]["kind"] == "cnn":
+            tower = TileCNN(tuple(spec["image"]["widths"]), max(cfg.street_size))
+            tower.image_size = None
+            return tower, (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
+        view_cfg = ModelConfig(backbone=cfg.street_backbone, init=cfg.init)
+        shared = Planet._shared_model(spec, view_cfg, None)
+        return Planet._image_tower(spec["image"], view_cfg, shared)
+
+    @staticmethod
     def _tokenizer(tspec: dict, cfg: ModelConfig) -> Any:
         kind = tspec["kind"]
         if kind == "tiny-clip":
             return None  # tests feed token ids directly
-        from transformers import AutoTokenizer
-
         # The tiny BERT shares MiniLM's WordPiece vocabulary, which ships offline.
-        source = MINILM if kind == "tiny-bert" else (cfg.text_source or tspec["source"])
-        if kind == "openclip":
-            source = "openai/clip-vit-base-patch32"  # open_clip ViTs share OpenAI's BPE vocabulary
-        try:
-            tok = AutoTokenizer.from_pretrained(resolve_source(source))
-        except OSError as err:
-            raise PlanetlocError(f"cannot load the tokenizer of {source!r}: {err}") from None
-        if len(tok) < 256:
-            # Offline, a hub id can resolve to an empty tokenizer holding only special tokens.
+        source = cfg.tokenizer or (MINILM if kind == "tiny-bert" else None)
+        source = source or cfg.text_source or tspec["source"]
+        if kind == "openclip" and not cfg.tokenizer and not Path(resolve_source(source)).is_dir():
             raise PlanetlocError(
-                f"tokenizer of {source!r} has only {len(tok)} tokens: not a usable vocabulary"
+                "an open_clip .pt checkpoint carries no tokenizer: set model.tokenizer to a "
+                "CLIP tokenizer folder, or convert it first with `planetloc convert-openclip "
+                "--tokenizer FOLDER`, which writes a self-contained folder"
             )
-        return tok
+        return load_tokenizer(resolve_source(source))
+
+    def train(self, mode: bool = True) -> Planet:
+        """Train mode for what learns; a frozen tower stays in eval mode (no dropout), so
+        its features are the same in every step and match a cache of them."""
+        super().train(mode)
+        for name in ("text_tower", "image_tower", "street_tower"):
+            tower = getattr(self, name, None)
+            if tower is not None and not any(p.requires_grad for p in tower.parameters()):
+                tower.eval()
+        return self
 
     # ----------------------------------------------------------------------------- encoding
+    @property
+    def frozen_from_source(self) -> bool:
+        """Whether frozen weights come back identical from their pretrained source (so a
+        checkpoint need not copy them); random and test-size towers do not."""
+        kinds = {backbone_spec(self.cfg.backbone)[t]["kind"] for t in ("text", "image")}
+        return self.cfg.init == "pretrained" and not kinds & {"tiny-bert", "tiny-clip"}
+
     @property
     def text_trunk_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.text_tower.parameters())
 
     def tokenize(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:
-        """Token ids padded to the batch, cut at ``max_tokens``; also which texts were cut."""
+        """Token ids padded to the batch, cut at ``max_tokens``; also which texts were cut.
+
+        One tokenizer pass: texts are split into tokens once, cut to the limit less the special
+        tokens, and wrapped with the special tokens the backbone expects (so a cut CLIP text still
+        ends with its end-of-text token, which CLIP pools).
+        """
         if self.tokenizer is None:
             raise PlanetlocError(f"backbone {self.cfg.backbone!r} has no tokenizer")
+        tok = self.tokenizer
         limit = min(self.cfg.max_tokens, self.text_tower.max_positions)
-        full = self.tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]
-        cut = [len(ids) > limit for ids in full]
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=limit, return_tensors="pt"
+        full = tok(
+            list(texts),
+            add_special_tokens=True,
+            truncation=False,
+            return_special_tokens_mask=True,
         )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, cut
+        ids, cut = [], []
+        for row, special in zip(full["input_ids"], full["special_tokens_mask"], strict=True):
+            if len(row) <= limit:
+                ids.append(row)
+                cut.append(False)
+                continue
+            # Keep the leading and trailing special tokens, cut the words in between.
+            lead = next(i for i, s in enumerate(special) if not s)
+            tail = len(row) - next(i for i, s in enumerate(reversed(special)) if not s)
+            words = limit - lead - (len(row) - tail)
+            ids.append(row[: lead + words] + row[tail:])
+            cut.append(True)
+        padded = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+        return {
+            "input_ids": padded["input_ids"],
+            "attention_mask": padded["attention_mask"],
+        }, cut
 
     def text_trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextOutput:
         return self.text_tower(input_ids, attention_mask)
@@ -298,6 +504,18 @@ class Planet(nn.Module):
         return F.normalize(
             self.image_proj(self.image_tower(self.preprocess(tiles)).float()), dim=-1
         )
+
+    def encode_street(self, views: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) street views -> unit embeddings in the tiles' space."""
+        if not self.cfg.uses_street:
+            raise PlanetlocError("this model was not trained on street images (model.query=text)")
+        x = views.float() / 255.0 if views.dtype == torch.uint8 else views.float()
+        size = getattr(self.street_tower, "image_size", None)
+        target = (size, size) if size else tuple(self.cfg.street_size)
+        if tuple(x.shape[-2:]) != target:
+            x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self.street_mean) / self.street_std
+        return F.normalize(self.street_proj(self.street_tower(x).float()), dim=-1)
 
     def encode_signatures(self, signatures: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.signature_heads(signatures)

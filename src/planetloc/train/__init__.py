@@ -1,1 +1,1 @@
-"""Losses, data pipeline, configuration, checkpoints and the trainer (single process or DDP)."""
+"""Training: configuration, losses, DDP helpers and the streaming trainer."""

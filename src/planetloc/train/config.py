@@ -1,24 +1,32 @@
-"""Training configuration: a YAML file, method presets and ``key=value`` overrides."""
+"""Training configuration: defaults, a method preset, a YAML file, then ``key=value`` overrides.
+
+Every value is type-checked and range-checked here, once: a string where a number belongs, a
+fractional step count, or a non-finite number stops with one line naming the setting.
+"""
 
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from planetloc.errors import PlanetlocError
 from planetloc.model.physics import BRANCHES
 from planetloc.model.planet import ModelConfig
-from planetloc.yaml_config import read_mapping
+from planetloc.model.signatures import SignatureConfig
+from planetloc.yaml_config import coerce, read_mapping
 
-# The methods compared in the benchmark, all under the same trainer and budget.
+# Recipes compared under the same trainer, data and budget. They are named for what they are:
+# ``itc-77`` and ``itc-long`` are the image-text contrastive recipe (CLIP's loss) with text cut
+# at 77 tokens or read at full length (CrossText2Loc's extended positions); the backbone is
+# whatever ``model.backbone`` says, not necessarily CLIP.
 METHODS: dict[str, dict[str, Any]] = {
-    "clip": {"model.max_tokens": 77, "lambda_phy": 0.0},
-    "crosstext2loc": {"model.max_tokens": 248, "lambda_phy": 0.0},
-    # Re-ranking by physical agreement lifted world R@1 from 7.0 to 9.0 and from 5.6 to 9.2
-    # (seeds 0 and 1, benchmarks/synthcore.py), so PLANET evaluates with it by default.
-    "planet": {"model.max_tokens": 248, "lambda_phy": 0.5, "rerank_alpha": 1.0},
+    "itc-77": {"model.max_tokens": 77, "lambda_phy": 0.0},
+    "itc-long": {"model.max_tokens": 248, "lambda_phy": 0.0},
+    "planet": {"model.max_tokens": 248, "lambda_phy": 0.5},
 }
+QUERIES = ("text", "image", "joint")
 
 
 @dataclass
@@ -30,6 +38,7 @@ class TrainConfig:
     method: str = "planet"
     model: ModelConfig = field(default_factory=ModelConfig)
     lambda_phy: float = 0.5
+    lambda_warmup_steps: int = 0  # L_phy weight ramps linearly from 0 over these steps
     branches: tuple[str, ...] = BRANCHES
     batch_size: int = 64
     steps: int = 400
@@ -44,21 +53,58 @@ class TrainConfig:
     log_every: int = 10
     amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16" or "off"
     device: str = "auto"
-    rerank_alpha: float = 0.0
     augment: bool = True  # tile shifts of a few pixels and sensor gain/offset; never rotations
+    workers: int = 2  # DataLoader worker processes decoding images (0: in the training process)
+    shuffle_buffer: int = 2048
+    text_cache: str = "auto"  # frozen trunk: "auto" (on disk beside the data), "off", or a folder
+    alt_text_prob: float = 0.0  # chance of reading another phrasing of the same scene
+    neighbours: int = 0  # >1: batches of groups of geographic neighbours (hard negatives)
+    on_bad_sample: str = "fail"  # "skip": count and skip undecodable or incomplete samples
+    select_alpha: bool = True  # after training, choose the re-ranking weight on the val split
 
     def check(self) -> None:
+        """Refuse settings that cannot train, with one line naming the setting."""
         if self.method not in METHODS:
             raise PlanetlocError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         bad = [b for b in self.branches if b not in BRANCHES]
         if bad:
             raise PlanetlocError(f"unknown physical branch {bad[0]!r}; use {', '.join(BRANCHES)}")
+        positive = ("steps", "batch_size", "save_every", "log_every", "shuffle_buffer")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise PlanetlocError(
+                    f"setting {name!r} must be at least 1, got {getattr(self, name)}"
+                )
+        non_negative = (
+            "lambda_phy",
+            "lambda_warmup_steps",
+            "lr",
+            "backbone_lr",
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip",
+            "eval_every",
+            "workers",
+            "neighbours",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise PlanetlocError(
+                    f"setting {name!r} must not be negative, got {getattr(self, name)}"
+                )
         if self.batch_size < 2:
             raise PlanetlocError("batch_size must be at least 2 for a contrastive loss")
-        if self.steps < 1 or self.lambda_phy < 0:
-            raise PlanetlocError("steps must be positive and lambda_phy non-negative")
+        if not 0.0 <= self.alt_text_prob <= 1.0:
+            raise PlanetlocError(f"alt_text_prob must be in [0, 1], got {self.alt_text_prob}")
         if self.amp not in ("auto", "bf16", "off"):
             raise PlanetlocError(f"amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.on_bad_sample not in ("fail", "skip"):
+            raise PlanetlocError(f"on_bad_sample must be fail or skip, got {self.on_bad_sample!r}")
+        if self.neighbours and self.batch_size % self.neighbours:
+            raise PlanetlocError(
+                f"batch_size {self.batch_size} must be a multiple of neighbours {self.neighbours}"
+            )
+        self.model.check()
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -66,31 +112,40 @@ class TrainConfig:
         return out
 
 
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _set(cfg: TrainConfig, key: str, value: Any) -> None:
     target: Any = cfg
     parts = key.split(".")
     for part in parts[:-1]:
-        if not hasattr(target, part):
+        if part not in ("model", "signature") or not hasattr(target, part):
             raise PlanetlocError(f"unknown setting {key!r}")
         target = getattr(target, part)
     name = parts[-1]
-    names = {f.name for f in fields(target)}
-    if name not in names:
+    if name not in {f.name for f in fields(target)}:
         raise PlanetlocError(f"unknown setting {key!r}")
-    if name == "branches":
-        value = tuple(value.split(",") if isinstance(value, str) else value)
-        value = tuple(v for v in value if v)
-    elif name == "signature":
-        from planetloc.model.signatures import SignatureConfig
-
-        value = SignatureConfig(**value)
-    setattr(target, name, value)
+    annotation = _hints(type(target))[name]
+    if annotation is ModelConfig or annotation is SignatureConfig:
+        if not isinstance(value, dict):
+            raise PlanetlocError(f"setting {key!r} must be a mapping")
+        for sub, sub_value in value.items():
+            _set(cfg, f"{key}.{sub}", sub_value)
+        return
+    if isinstance(target, SignatureConfig):
+        # A frozen dataclass: replace it on the model config.
+        cfg.model.signature = SignatureConfig(
+            **{**asdict(target), name: coerce(value, annotation, key)}
+        )
+        return
+    setattr(target, name, coerce(value, annotation, key))
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in data.items():
-        if isinstance(value, dict) and key in ("model",):
+        if isinstance(value, dict) and key in ("model", "signature"):
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
@@ -113,6 +168,8 @@ def load_config(
         raise PlanetlocError(f"method must be one of {', '.join(METHODS)}, got {chosen!r}")
     cfg.method = chosen
     for key, value in {**METHODS[chosen], **file_values, **(overrides or {})}.items():
+        if key == "method":
+            continue
         _set(cfg, key, value)
     cfg.check()
     return cfg

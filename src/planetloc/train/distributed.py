@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -52,3 +53,18 @@ def gather_with_grad(local: torch.Tensor, info: DistInfo) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(local.contiguous()), dim=0)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op when run alone)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def gather_objects(value: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``value``, in rank order (just ``[value]`` when run alone)."""
+    if not info.enabled:
+        return [value]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, value)
+    return out

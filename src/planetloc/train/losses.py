@@ -1,4 +1,5 @@
-"""Contrastive losses of PLANET: L = L_itc + lambda * (L_color + L_struc + L_tex)."""
+"""Contrastive losses: PLANET's L = L_itc + lambda * (L_color + L_struc + L_tex), and the
+cross-view losses for street-image and joint (text + image) queries."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, log_scale: torch.Tensor
     Row i of ``a`` and row i of ``b`` are a positive pair, every other row a negative; the
     temperature is learnable as exp(log_scale), capped at 100 as in CLIP.
     """
+    return info_nce_on_scores(a @ b.t(), log_scale)
+
+
+def info_nce_on_scores(scores: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on a (B, B) query x tile score matrix whose diagonal holds positives."""
     scale = log_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-    logits = scale * a @ b.t()
-    labels = torch.arange(a.shape[0], device=a.device)
+    logits = scale * scores
+    labels = torch.arange(scores.shape[0], device=scores.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
@@ -28,9 +34,12 @@ class LossParts:
     itc: torch.Tensor
     phys: dict[str, torch.Tensor]
 
+    extra: dict[str, torch.Tensor] | None = None  # view / joint losses of cross-view runs
+
     def as_floats(self) -> dict[str, float]:
         out = {"loss": float(self.total.detach()), "loss_itc": float(self.itc.detach())}
         out.update({f"loss_{k}": float(v.detach()) for k, v in self.phys.items()})
+        out.update({f"loss_{k}": float(v.detach()) for k, v in (self.extra or {}).items()})
         return out
 
 

@@ -2,6 +2,11 @@
 
 planetloc train --data runs/demo/world --out runs/planet --method planet
 torchrun --nproc_per_node=4 -m planetloc.cli train --data ... --out ...
+
+Samples stream from shards or a manifest through DataLoader workers (see
+:mod:`planetloc.data.stream`); a frozen text trunk's features come from an on-disk cache or
+are computed per batch. Memory therefore does not grow with the dataset. A non-finite loss or
+gradient stops the run at once, before it can be saved.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +25,31 @@ from torch import nn
 from tqdm import tqdm
 
 from planetloc.atomic import write_text
-from planetloc.data.manifest import find_manifest, read_manifest
+from planetloc.data.manifest import find_manifest
+from planetloc.data.stream import Source, StreamSpec, open_source, train_loader
 from planetloc.errors import PlanetlocError
-from planetloc.model.planet import Planet
-from planetloc.model.towers import TextOutput
-from planetloc.train.checkpoint import load_weights, read_checkpoint, save_checkpoint, set_rng_state
+from planetloc.model.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    load_optimizer,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from planetloc.model.planet import Planet, joint_scores
+from planetloc.model.towers import TextOutput, TileCNN
+from planetloc.model.trunk_cache import TrunkCache
 from planetloc.train.config import TrainConfig
-from planetloc.train.data import PairData, batch_indices, prepare, rank_slice
-from planetloc.train.distributed import DistInfo, gather_with_grad, init_from_env
-from planetloc.train.losses import LossParts, planet_loss
+from planetloc.train.distributed import (
+    DistInfo,
+    barrier,
+    gather_objects,
+    gather_with_grad,
+    init_from_env,
+)
+from planetloc.train.losses import LossParts, info_nce_on_scores, planet_loss, symmetric_info_nce
 
-CHECKPOINT = "checkpoint.pt"
+STATISTICS_SAMPLES = 2048  # training tiles the signature standardisation is fitted on
 
 
 def pick_device(name: str) -> str:
@@ -62,15 +82,20 @@ class TrainStep(nn.Module):
         self.model = model
 
     def forward(
-        self, text: TextOutput, tiles: torch.Tensor, signatures: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
-        emb = self.model.text_head(text)
-        return (
-            emb.global_,
-            emb.phys,
-            self.model.encode_image(tiles),
-            self.model.encode_signatures(signatures),
-        )
+        self,
+        text: TextOutput | None,
+        tiles: torch.Tensor,
+        signatures: dict[str, torch.Tensor],
+        street: torch.Tensor | None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"tiles": self.model.encode_image(tiles)}
+        if text is not None:
+            emb = self.model.text_head(text)
+            out["text"], out["text_phys"] = emb.global_, emb.phys
+            out["tile_phys"] = self.model.encode_signatures(signatures)
+        if street is not None:
+            out["view"] = self.model.encode_street(street)
+        return out
 
 
 def augment_tiles(
@@ -94,35 +119,57 @@ def augment_tiles(
     return (shifted * gain + offset).clamp(0, 255).round().to(torch.uint8)
 
 
+def lambda_at(cfg: TrainConfig, step: int) -> float:
+    """The L_phy weight at ``step``: ``lambda_phy``, ramped up over ``lambda_warmup_steps``."""
+    if cfg.lambda_warmup_steps <= 0:
+        return cfg.lambda_phy
+    return cfg.lambda_phy * min(1.0, (step + 1) / cfg.lambda_warmup_steps)
+
+
 def compute_loss(
     step_module: nn.Module,
     model: Planet,
     cfg: TrainConfig,
-    text: TextOutput,
+    text: TextOutput | None,
     tiles: torch.Tensor,
     signatures: dict[str, torch.Tensor],
+    street: torch.Tensor | None,
     info: DistInfo,
+    step: int,
 ) -> LossParts:
     """The global-batch loss as seen by this rank (its own slice carries the gradient)."""
-    t_global, t_phys, i_global, f_phys = step_module(text, tiles, signatures)
+    out = step_module(text, tiles, signatures, street)
     gather = lambda x: gather_with_grad(x.float(), info)  # noqa: E731
-    return planet_loss(
-        gather(t_global),
-        gather(i_global),
-        model.logit_scale,
-        {k: gather(v) for k, v in t_phys.items()},
-        {k: gather(v) for k, v in f_phys.items()},
-        dict(model.phys_logit_scale.items()),
-        lambda_phy=cfg.lambda_phy,
-        branches=tuple(cfg.branches),
-    )
-
-
-def text_batch(model: Planet, data: PairData, idx: torch.Tensor, device: str) -> TextOutput:
-    if data.text is not None:
-        return data.text.batch(idx, device)
-    enc, _ = model.tokenize([data.samples[i].text for i in idx.tolist()])
-    return model.text_trunk(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+    tile_emb = gather(out["tiles"])
+    extra: dict[str, torch.Tensor] = {}
+    if "text" in out:
+        parts = planet_loss(
+            gather(out["text"]),
+            tile_emb,
+            model.logit_scale,
+            {k: gather(v) for k, v in out["text_phys"].items()},
+            {k: gather(v) for k, v in out["tile_phys"].items()},
+            dict(model.phys_logit_scale.items()),
+            lambda_phy=lambda_at(cfg, step),
+            branches=tuple(cfg.branches),
+        )
+    if "view" in out:
+        view = gather(out["view"])
+        extra["view"] = symmetric_info_nce(view, tile_emb, model.view_logit_scale)
+        if "text" not in out:
+            return LossParts(total=extra["view"], itc=extra["view"], phys={}, extra=extra)
+        text_emb = gather(out["text"])
+        extra["joint"] = info_nce_on_scores(
+            joint_scores(text_emb, view, tile_emb, model.cfg.joint_score),
+            model.joint_logit_scale,
+        )
+        parts = LossParts(
+            total=parts.total + extra["view"] + extra["joint"],
+            itc=parts.itc,
+            phys=parts.phys,
+            extra=extra,
+        )
+    return parts
 
 
 def param_groups(model: Planet, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -130,14 +177,16 @@ def param_groups(model: Planet, cfg: TrainConfig) -> list[dict[str, Any]]:
 
     Norms, biases and temperatures get no weight decay.
     """
-    from planetloc.model.towers import TileCNN
-
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    scratch = (TileCNN,)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        pretrained = name.startswith("text_tower.") or (
-            name.startswith("image_tower.") and not isinstance(model.image_tower, TileCNN)
+        tower = name.split(".", 1)[0]
+        pretrained = (
+            tower in ("text_tower", "image_tower", "street_tower")
+            and model.cfg.init == "pretrained"
+            and not isinstance(getattr(model, tower), scratch)
         )
         lr = cfg.backbone_lr if pretrained else cfg.lr
         decay = 0.0 if p.ndim < 2 or "logit_scale" in name else cfg.weight_decay
@@ -148,19 +197,135 @@ def param_groups(model: Planet, cfg: TrainConfig) -> list[dict[str, Any]]:
     ]
 
 
+# Settings that may change between a run and its resumption (they do not change the result).
+RESUMABLE = {"steps", "save_every", "eval_every", "log_every", "out", "data", "device"}
+
+
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    ignore = {
-        "steps",
-        "save_every",
-        "eval_every",
-        "log_every",
-        "out",
-        "data",
-        "device",
-        "rerank_alpha",
-    }
+    current = json.loads(json.dumps(current))  # tuples become lists, as they were saved
     return sorted(
-        k for k in set(saved) | set(current) if k not in ignore and saved.get(k) != current.get(k)
+        k
+        for k in set(saved) | set(current)
+        if k not in RESUMABLE and saved.get(k) != current.get(k)
+    )
+
+
+def _stream_spec(cfg: TrainConfig, info: DistInfo, signatures: bool) -> StreamSpec:
+    model = cfg.model
+    return StreamSpec(
+        seed=cfg.seed,
+        batch_size=cfg.batch_size // info.world_size,
+        rank=info.rank,
+        world_size=info.world_size,
+        workers=cfg.workers,
+        shuffle_buffer=cfg.shuffle_buffer,
+        image_size=model.image_size,
+        street_size=tuple(model.street_size) if model.uses_street else None,
+        street_align=model.street_align,
+        alt_text_prob=cfg.alt_text_prob if model.uses_text else 0.0,
+        neighbours=cfg.neighbours,
+        on_bad_sample=cfg.on_bad_sample,
+        signatures=model.signature if signatures else None,
+    )
+
+
+@torch.no_grad()
+def fit_signature_statistics(model: Planet, source: Source, cfg: TrainConfig) -> int:
+    """Standardise the physical signatures with the first training tiles of the stream."""
+    spec = StreamSpec(
+        seed=cfg.seed,
+        batch_size=256,
+        shuffle_buffer=min(cfg.shuffle_buffer, STATISTICS_SAMPLES),
+        image_size=cfg.model.image_size,
+        on_bad_sample=cfg.on_bad_sample,
+        signatures=cfg.model.signature,
+    )
+    parts: list[dict[str, torch.Tensor]] = []
+    seen, keys = 0, set()
+    for batch in train_loader(source, spec):
+        fresh = [i for i, k in enumerate(batch["keys"]) if k not in keys]
+        if not fresh:
+            break  # a small dataset came round again
+        keys.update(batch["keys"][i] for i in fresh)
+        parts.append({k: v[fresh] for k, v in batch["signatures"].items()})
+        seen += len(fresh)
+        if seen >= STATISTICS_SAMPLES or len(fresh) < len(batch["keys"]):
+            break
+    sigs = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    model.signature_heads.set_statistics(
+        {k: v.to(model.logit_scale.device) for k, v in sigs.items()}
+    )
+    return seen
+
+
+def _dataset_manifest(data: str) -> Path | None:
+    """The dataset's manifest, if it has one (shards alone need none to train)."""
+    try:
+        path = find_manifest(data)
+    except PlanetlocError:
+        return None
+    return path if path.is_file() and path.suffix in (".jsonl", ".parquet") else None
+
+
+def _training_texts(data: Path, alternatives: bool) -> Iterator[str]:
+    """Every text the run can read: training texts (with their other phrasings when the run
+    reads them) and the validation texts."""
+    from planetloc.data.manifest import iter_rows
+
+    for _, record, _ in iter_rows(data):
+        if not record or record.get("split") not in ("train", "val"):
+            continue
+        if record.get("text"):
+            yield record["text"]
+        if alternatives and record.get("split") == "train":
+            yield from ((record.get("meta") or {}).get("alt_texts") or {}).values()
+
+
+def _text_cache(cfg: TrainConfig, model: Planet, device: str, info: DistInfo, progress: bool):
+    if cfg.text_cache == "off" or not model.cfg.uses_text or not model.text_trunk_frozen:
+        return None
+    manifest = _dataset_manifest(cfg.data)
+    if manifest is None:
+        return None  # shards without a manifest: the trunk runs per batch
+    alternatives = cfg.alt_text_prob > 0
+    root = (
+        manifest.parent / ".planetloc-cache" if cfg.text_cache == "auto" else Path(cfg.text_cache)
+    )
+    cache = None
+    if info.is_main:
+        cache = TrunkCache.build(
+            root, model, _training_texts(manifest, alternatives), device=device, progress=progress
+        )
+    barrier(info)
+    if cache is None:
+        cache = TrunkCache.build(
+            root, model, _training_texts(manifest, alternatives), device=device
+        )
+    return cache
+
+
+def _text_batch(
+    model: Planet, cache: TrunkCache | None, texts: list[str], device: str
+) -> tuple[TextOutput, list[bool]]:
+    if cache is not None:
+        return cache.batch(texts, device), []
+    enc, cut = model.tokenize(texts)
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    if model.text_trunk_frozen:
+        with torch.no_grad():
+            return model.text_trunk(ids, mask), cut
+    return model.text_trunk(ids, mask), cut
+
+
+def _diverged(step: int, what: str, ckpt: Path, last_saved: int) -> PlanetlocError:
+    where = (
+        f"the last good checkpoint is {ckpt} (step {last_saved})"
+        if last_saved
+        else "no checkpoint was saved yet"
+    )
+    return PlanetlocError(
+        f"training diverged at step {step}: the {what} is not finite; {where}. "
+        "Lower lr or raise warmup_steps, then train into a new --out (or --resume from it)"
     )
 
 
@@ -174,49 +339,56 @@ def train(
     if info.enabled and device.startswith("cuda"):
         device = f"cuda:{info.local_rank}"
         torch.cuda.set_device(device)
+    if cfg.batch_size % info.world_size:
+        raise PlanetlocError(
+            f"batch size {cfg.batch_size} is not divisible by {info.world_size} processes"
+        )
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise PlanetlocError(f"{out}: --out must be a folder, and this is a file")
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT
+    ckpt_path = out / CHECKPOINT_NAME
+    if not resume and ckpt_path.exists():
+        raise PlanetlocError(
+            f"{ckpt_path} exists: pass --resume to continue it, or use a new --out"
+        )
     seed_everything(cfg.seed)
-    manifest = read_manifest(find_manifest(cfg.data))
+    source = open_source(cfg.data)
     model = Planet(cfg.model).to(device)
-    data = prepare(
-        manifest,
-        manifest.by_split("train"),
-        model,
-        device=device,
-        progress=progress and info.is_main,
-    )
-    model.signature_heads.set_statistics({k: v.to(device) for k, v in data.signatures.items()})
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     start = 0
+    readers = {"world_size": info.world_size, "workers": cfg.workers}
     if resume:
         if not ckpt_path.exists():
             raise PlanetlocError(f"{ckpt_path}: nothing to resume from")
-        payload = read_checkpoint(ckpt_path)
-        diff = _config_differences(payload["train_config"], cfg.to_dict())
+        saved = read_checkpoint(ckpt_path)
+        diff = _config_differences(saved.train_config, cfg.to_dict())
         if diff:
             raise PlanetlocError(
                 f"{ckpt_path}: was trained with other settings ({', '.join(diff)})"
             )
-        load_weights(model, payload, ckpt_path)
-        optimizer.load_state_dict(payload["optimizer"])
-        set_rng_state(payload["rng"])
-        start = int(payload["step"])
-    elif ckpt_path.exists():
-        raise PlanetlocError(
-            f"{ckpt_path} exists: pass --resume to continue it, or use a new --out"
-        )
+        if saved.extra.get("readers", readers) != readers:
+            raise PlanetlocError(
+                f"{ckpt_path}: was trained with {saved.extra['readers']}; resume with the same "
+                "number of processes and workers so the data stream continues exactly"
+            )
+        load_weights(model, saved)
+        load_optimizer(optimizer, saved, rank=info.rank)
+        start = saved.step
+    else:
+        fit_signature_statistics(model, source, cfg)
+    cache = _text_cache(cfg, model, device, info, progress and info.is_main)
     step_module: nn.Module = TrainStep(model)
     if info.enabled:
         step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[info.local_rank] if device.startswith("cuda") else None
+            step_module,
+            device_ids=[info.local_rank] if device.startswith("cuda") else None,
+            find_unused_parameters=cfg.model.query != "text",
         )
     amp = cfg.amp != "off" and device.startswith("cuda")
-    n = len(data)
     metrics_path = out / "metrics.jsonl"
     history = _kept_history(metrics_path, start) if info.is_main else []
-    truncated = float(np.mean(data.text.truncated)) if data.text is not None else None
+    val = _validation_set(cfg) if info.is_main and cfg.eval_every else None
     bar = tqdm(
         total=cfg.steps,
         initial=start,
@@ -224,32 +396,46 @@ def train(
         unit="step",
         disable=not (progress and info.is_main),
     )
-    last_time, last_step = time.perf_counter(), start
+    loader = iter(
+        train_loader(source, _stream_spec(cfg, info, model.cfg.uses_text), start_step=start)
+    )
+    last_time, last_step, last_saved = time.perf_counter(), start, start
+    cut_texts = seen_texts = skipped = 0
+    data_seconds = 0.0
     step = start
+    end = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
     model.train()
-    for step in range(start, cfg.steps):
-        if stop_after is not None and step >= stop_after:
-            break
+    for step in range(start, end):
         factor = lr_factor(step, cfg.warmup_steps, cfg.steps)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        idx = rank_slice(
-            batch_indices(n, cfg.batch_size, step, cfg.seed), info.rank, info.world_size
-        )
-        text = text_batch(model, data, idx, device)
-        tiles = data.tiles[idx]
+        fetch = time.perf_counter()
+        batch = next(loader)
+        data_seconds += time.perf_counter() - fetch
+        skipped += len(batch["bad"])
+        text = None
+        if model.cfg.uses_text:
+            text, cut = _text_batch(model, cache, batch["texts"], device)
+            cut_texts, seen_texts = cut_texts + sum(cut), seen_texts + len(batch["texts"])
+        tiles = batch["tiles"]
         if cfg.augment:
             # Seeded by (seed, step, rank): resumed runs draw the same shifts.
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 31 + info.rank)
             tiles = augment_tiles(tiles, gen)
-        tiles = tiles.to(device)
-        sigs = {k: v[idx].to(device) for k, v in data.signatures.items()}
+        sigs = {k: v.to(device) for k, v in batch.get("signatures", {}).items()}
+        street = batch["street"].to(device) if "street" in batch else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            parts = compute_loss(step_module, model, cfg, text, tiles, sigs, info)
+            parts = compute_loss(
+                step_module, model, cfg, text, tiles.to(device), sigs, street, info, step
+            )
+        if not torch.isfinite(parts.total.detach()):
+            raise _diverged(step + 1, "loss", ckpt_path, last_saved)
         parts.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip
+            [p for p in model.parameters() if p.requires_grad], cfg.grad_clip or float("inf")
         )
+        if not torch.isfinite(grad_norm):
+            raise _diverged(step + 1, "gradient norm", ckpt_path, last_saved)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
@@ -261,34 +447,56 @@ def train(
                 "lr": cfg.lr * factor,
                 "grad_norm": float(grad_norm),
                 **parts.as_floats(),
+                "samples_per_s": (done - last_step) * cfg.batch_size / max(now - last_time, 1e-9),
+                "data_wait_s": round(data_seconds, 3),
             }
-            row["samples_per_s"] = (done - last_step) * cfg.batch_size / max(now - last_time, 1e-9)
-            last_time, last_step = now, done
+            if skipped:
+                row["skipped_samples"] = skipped
+            last_time, last_step, data_seconds = now, done, 0.0
             history.append(row)
             _append(metrics_path, row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
-        if info.is_main and (done % cfg.save_every == 0 or done == cfg.steps):
+        if info.is_main and val is not None and cfg.eval_every and done % cfg.eval_every == 0:
+            row = {
+                "step": done,
+                **{f"val_{k}": v for k, v in _validate(model, val, device).items()},
+            }
+            history.append(row)
+            _append(metrics_path, row)
+            model.train()
+        final = done == cfg.steps
+        if done % cfg.save_every == 0 or final:
+            # Every rank's generators (token dropout draws differ between ranks).
+            rng = gather_objects(capture_rng(), info)
+        if info.is_main and (done % cfg.save_every == 0 or final):
+            extra = {"readers": readers, "skipped_samples": skipped}
+            if final and cfg.select_alpha and val is not None and model.cfg.uses_text:
+                extra["selection"] = _select(model, val, device)
             save_checkpoint(
                 ckpt_path,
                 model,
+                model_config=model.cfg.to_dict(),
                 train_config=cfg.to_dict(),
                 step=done,
                 optimizer=optimizer,
-                extra={"truncated_fraction": truncated},
+                extra=extra,
+                rng=rng,
             )
-        if info.is_main and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-            val = _validate(model, manifest, device)
-            if val is not None:
-                row = {"step": done, **{f"val_{k}": v for k, v in val.items()}}
-                history.append(row)
-                _append(metrics_path, row)
-            model.train()
+            last_saved = done
     bar.close()
+    truncated = (
+        cache.truncated_fraction()
+        if cache is not None
+        else (cut_texts / seen_texts if seen_texts else None)
+    )
     summary = {
         "method": cfg.method,
-        "steps": step + 1 if stop_after is None else min(stop_after, cfg.steps),
-        "train_samples": n,
+        "backbone": cfg.model.backbone,
+        "query": cfg.model.query,
+        "steps": end,
+        "data": source.description,
         "truncated_fraction": truncated,
+        "skipped_samples": skipped,
         "checkpoint": str(ckpt_path),
         "history": history,
     }
@@ -297,13 +505,23 @@ def train(
     return summary
 
 
-def _validate(model: Planet, manifest, device: str) -> dict[str, float] | None:
+def _validation_set(cfg: TrainConfig) -> Any:
+    from planetloc.eval.protocols import split_set
+
+    manifest = _dataset_manifest(cfg.data)
+    return None if manifest is None else split_set(manifest, "val")
+
+
+def _validate(model: Planet, val: Any, device: str) -> dict[str, float]:
     from planetloc.eval.evaluate import evaluate_split
 
-    val = manifest.by_split("val")
-    if len(val) < 2:
-        return None
-    return evaluate_split(model, manifest, val, val, device=device, progress=False)
+    return evaluate_split(model, val, device=device)
+
+
+def _select(model: Planet, val: Any, device: str) -> dict[str, Any]:
+    from planetloc.eval.selection import select_rerank_alpha
+
+    return select_rerank_alpha(model, val, device=device)
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:

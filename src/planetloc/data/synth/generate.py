@@ -1,14 +1,23 @@
 """Generate a SynthCORE world: tiles, descriptions and a manifest in the sample schema.
 
-Layout of the output folder::
+Layout of the output folder with one file per tile (the default)::
 
-    OUT/world.json              the configuration and a summary (written last)
+    OUT/config.json             the settings the world was made with
+    OUT/world.json              a summary (written last)
     OUT/manifest.jsonl          every sample (or .parquet)
-    OUT/sat/<region>/<id>.png   satellite tiles
+    OUT/sat/<region>/<id>.png   satellite tiles (or .jpg)
     OUT/parts/<region>.jsonl    per-region records; a region with a part is done
 
-Regions are independent and seeded from (seed, region), so a killed run resumes where it
-stopped and any number of workers produce the same world.
+and with ``shards`` (see :mod:`planetloc.data.synth.world_shards`)::
+
+    OUT/shards/<region>-described-NNNN.tar   described samples (train/val/test/test_unseen)
+    OUT/shards/<region>-gallery-NNNN.tar     gallery tiles
+    OUT/manifest.parquet                     every record of every shard, in shard order
+
+A region's map is computed lazily in chunks (:mod:`planetloc.data.synth.chunked`), and every
+sample draws from its own generator seeded from (seed, region, sample), so a sample is the
+same whatever else is generated with it. A killed run resumes: finished regions (files) or
+finished shards are kept as they are, and any number of workers produces the same bytes.
 """
 
 from __future__ import annotations
@@ -16,8 +25,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -28,212 +37,333 @@ from PIL import Image
 from planetloc.atomic import write_bytes, write_text
 from planetloc.data.manifest import write_manifest
 from planetloc.data.schema import Sample
-from planetloc.data.synth.describe import DIFFICULTY, Observer, choose_heading, describe
-from planetloc.data.synth.render import crop_tile, draw_acquisition, render_scene
-from planetloc.data.synth.style import derive_style
-from planetloc.data.synth.world import ROAD, build_region_map
+from planetloc.data.shards import sample_key
+from planetloc.data.synth.chunked import LazyRegionMap, LazyScene
+from planetloc.data.synth.config import PRESETS, SynthConfig, preset_config
+from planetloc.data.synth.describe import (
+    HELD_OUT_STYLE,
+    STYLES,
+    TRAIN_STYLES,
+    Observer,
+    choose_heading,
+    describe_all,
+    observe,
+)
+from planetloc.data.synth.plan import (
+    PlannedSample,
+    RegionPlan,
+    plan_region,
+    region_seed,
+    shard_names,
+    unseen_regions,
+    view_radius_px,
+)
+from planetloc.data.synth.render import sensor
+from planetloc.data.synth.street import StreetViewConfig, render_panorama
+from planetloc.data.synth.world_shards import (
+    SHARD_DIR,
+    read_shard_records,
+    remove_stale_temporaries,
+    sat_path,
+    shard_path,
+    write_manifest_stream,
+    write_shard,
+)
 from planetloc.errors import PlanetlocError
 from planetloc.geo.coords import offset_latlon
 from planetloc.geo.regions import Region, select_regions
-from planetloc.stable_hash import stable_int
 
-FORMAT_VERSION = 1
+__all__ = [
+    "PRESETS",
+    "SynthConfig",
+    "generate_region",
+    "generate_world",
+    "preset_config",
+    "region_seed",
+    "unseen_regions",
+]
+
+FORMAT_VERSION = 2
+# Memory for computed chunks per worker. Map chunks are also read for the shadows and views of
+# their neighbours, so they are kept longer than rendered ones, which only the tiles over
+# them need while the sweep passes by.
+MAP_CACHE_BYTES = 96 * 2**20
+SCENE_CACHE_BYTES = 48 * 2**20
+_MAP_BYTES_PER_PX = 19  # class, height, albedo, roof and two masks
+_SCENE_BYTES_PER_PX = 13  # radiance and shadow
 
 
-@dataclass(frozen=True)
-class SynthConfig:
-    """Everything that determines a world; two runs with equal configs give equal worlds."""
+class RegionWorld:
+    """A region's map and scenes, computed lazily in caches of bounded size."""
 
-    regions: int = 24
-    per_region: int = 200
-    size: int = 128
-    seed: int = 0
-    gsd: float = 1.5
-    tile_m: float = 192.0
-    extent_m: float = 1500.0
-    scenes: int = 2
-    difficulty: str = "medium"
-    distractors: int = 20
-    val_fraction: float = 0.1
-    test_fraction: float = 0.25
-    unseen_fraction: float = 0.15
-    min_spacing_m: float = 30.0
-    max_jitter_px: int = 3
-    format: str = "jsonl"
-    region_slugs: tuple[str, ...] = field(default=())
+    def __init__(self, plan: RegionPlan, cfg: SynthConfig) -> None:
+        px = cfg.chunk_px**2
+        map_chunks = max(16, MAP_CACHE_BYTES // (_MAP_BYTES_PER_PX * px))
+        scene_chunks = max(9, SCENE_CACHE_BYTES // (_SCENE_BYTES_PER_PX * px))
+        self.map = LazyRegionMap(plan.field, chunk_px=cfg.chunk_px, max_chunks=map_chunks)
+        self.scenes = [
+            LazyScene(self.map, acq, max_chunks=scene_chunks) for acq in plan.acquisitions
+        ]
 
-    def check(self) -> None:
-        if self.regions < 1 or self.per_region < 1:
-            raise PlanetlocError("--regions and --per-region must be at least 1")
-        if not 16 <= self.size <= 1024:
-            raise PlanetlocError(f"--size must be between 16 and 1024 px, got {self.size}")
-        if self.difficulty not in DIFFICULTY:
-            raise PlanetlocError(
-                f"--difficulty must be one of {', '.join(DIFFICULTY)}, got {self.difficulty!r}"
+
+def encode_tile(tile: np.ndarray, image_format: str, quality: int) -> bytes:
+    """PNG (fast, lossless) or baseline JPEG bytes of a uint8 RGB tile."""
+    buf = io.BytesIO()
+    if image_format == "png":
+        Image.fromarray(tile).save(buf, format="PNG", compress_level=1)
+    else:
+        Image.fromarray(tile).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@dataclass
+class MadeSample:
+    """One sample: its record, encoded tile and (for described samples) street panorama."""
+
+    record: dict[str, Any]
+    tile: bytes
+    street: bytes | None = None
+
+
+def _street_config(cfg: SynthConfig) -> StreetViewConfig:
+    return StreetViewConfig(width=cfg.street_width, height=cfg.street_width // 4)
+
+
+def _texts(
+    local: Any,
+    scene: Any,
+    observer: Observer,
+    intersection: bool,
+    cfg: SynthConfig,
+    seed: list[int],
+) -> tuple[str, dict[str, str], dict[str, float], str]:
+    """The sample's text, its other phrasings, what was measured, and the text's style.
+
+    Phrasings draw from their own generator so that adding styles never shifts the rest of
+    the world's random stream; the scene's facts (and any deliberate errors) are drawn once.
+    """
+    rng = np.random.default_rng([*seed, 1])
+    record = observe(
+        local, scene, observer, intersection=intersection, difficulty=cfg.difficulty, rng=rng
+    )
+    style = TRAIN_STYLES[int(rng.integers(0, len(TRAIN_STYLES)))]
+    texts = describe_all(record, STYLES, rng)
+    alternatives = {k: v for k, v in texts.items() if k != style} if cfg.alt_texts else {}
+    return texts[style], alternatives, record.measured, style
+
+
+def make_sample(
+    plan: RegionPlan,
+    planned: PlannedSample,
+    world: RegionWorld,
+    cfg: SynthConfig,
+    sat: str,
+    street: str | None,
+) -> MadeSample:
+    """One sample's record (with ``sat_path`` = ``sat`` and ``street_path`` = ``street`` for a
+    described sample with street views) and its encoded images."""
+    rng = np.random.default_rng([plan.seed, planned.index])
+    scene_index = int(rng.integers(0, len(world.scenes)))
+    scene = world.scenes[scene_index]
+    jitter = rng.integers(-cfg.max_jitter_px, cfg.max_jitter_px + 1, size=2)
+    tile_px = cfg.tile_px
+    r0 = int(round(planned.row + jitter[0] - tile_px / 2))
+    c0 = int(round(planned.col + jitter[1] - tile_px / 2))
+    radiance = scene.window(r0, c0, tile_px, tile_px).image
+    tile = sensor(radiance, out_px=cfg.size, rng=rng)
+    heading: float | None = None
+    text, alternatives, measured, style = "", {}, {}, None
+    panorama: bytes | None = None
+    described = planned.on_street and planned.split != "gallery"
+    if planned.on_street:
+        # Describing reads a window around the standing point, not the whole region.
+        radius = view_radius_px(cfg.gsd)
+        top, left, side = planned.row - radius, planned.col - radius, 2 * radius + 1
+        local = world.map.window(top, left, side, side)
+        heading, intersection = choose_heading(local, radius, radius, rng)
+        if described:
+            text, alternatives, measured, style = _texts(
+                local,
+                scene.window(top, left, side, side),
+                Observer(radius, radius, heading),
+                intersection,
+                cfg,
+                [plan.seed, planned.index],
             )
-        if self.format not in ("jsonl", "parquet"):
-            raise PlanetlocError(f"--format must be jsonl or parquet, got {self.format!r}")
-        if self.tile_m * 1.6 > self.extent_m:
-            raise PlanetlocError("the region extent must be well over the tile size")
-        if not 0 <= self.val_fraction + self.test_fraction < 1:
-            raise PlanetlocError("val and test fractions must add up to less than 1")
+            if planned.split == "train" or planned.split == "val":
+                alternatives.pop(HELD_OUT_STYLE, None)  # the held-out style is never trained on
+    if described and cfg.street_views:
+        panorama = _panorama(world, scene, planned, heading, cfg, [plan.seed, planned.index])
+    n = plan.size_px
+    east_m = (planned.col - n / 2 + 0.5) * cfg.gsd
+    north_m = (n / 2 - planned.row - 0.5) * cfg.gsd
+    lat, lon = offset_latlon(plan.centre_lat, plan.centre_lon, east_m, north_m)
+    acq = scene.acquisition
+    meta: dict[str, Any] = {
+        "east_m": round(float(east_m), 2),
+        "north_m": round(float(north_m), 2),
+        "tile_m": cfg.tile_m,
+        "scene": scene_index,
+        "acquired": acq.when.isoformat(),
+        "sun_azimuth_deg": round(acq.sun_azimuth_deg, 2),
+        "sun_elevation_deg": round(acq.sun_elevation_deg, 2),
+        "season": acq.season,
+        "misregistration_px": [int(jitter[0]), int(jitter[1])],
+        "climate": plan.style.climate,
+        "difficulty": cfg.difficulty,
+        "measured": {k: round(v, 4) for k, v in measured.items() if k.endswith("_all")},
+    }
+    if heading is not None:
+        meta["heading_deg"] = round(heading, 1)
+    if style is not None:
+        meta["style"] = style
+    if alternatives:
+        meta["alt_texts"] = dict(sorted(alternatives.items()))
+    record = Sample(
+        id=planned.id,
+        text=text,
+        sat_path=sat,
+        street_path=street if panorama is not None else None,
+        lat=round(float(lat), 7),
+        lon=round(float(lon), 7),
+        region=plan.region.slug,
+        continent=plan.region.continent,
+        split=planned.split,
+        meta=meta,
+    ).to_dict()
+    return MadeSample(record, encode_tile(tile, cfg.image_format, cfg.jpeg_quality), panorama)
 
-    @property
-    def tile_px(self) -> int:
-        return int(round(self.tile_m / self.gsd))
+
+def _panorama(
+    world: RegionWorld,
+    scene: Any,
+    planned: PlannedSample,
+    heading: float | None,
+    cfg: SynthConfig,
+    seed: list[int],
+) -> bytes:
+    """The street view at the standing point, facing the way the description faces."""
+    view = _street_config(cfg)
+    # The window the rays can reach, cut to the region (beyond it the renderer sees haze).
+    radius = int(np.ceil(view.max_range_m / cfg.gsd)) + 4
+    n_rows, n_cols = world.map.shape
+    top, left = max(0, planned.row - radius), max(0, planned.col - radius)
+    bottom = min(n_rows, planned.row + radius + 1)
+    right = min(n_cols, planned.col + radius + 1)
+    h, w = bottom - top, right - left
+    image = render_panorama(
+        world.map.window(top, left, h, w),
+        scene.window(top, left, h, w),
+        Observer(planned.row - top, planned.col - left, float(heading or 0.0)),
+        view,
+        np.random.default_rng([*seed, 2]),
+    )
+    return encode_tile(image, "jpg", cfg.jpeg_quality)
 
 
-def region_seed(seed: int, slug: str) -> int:
-    return stable_int(seed, slug)
+def _files_job(plan: RegionPlan, cfg: SynthConfig, root: Path) -> None:
+    """Every tile of a region as a file, then its records as ``parts/<region>.jsonl``."""
+    world = RegionWorld(plan, cfg)
+    slug = plan.region.slug
+    records: dict[int, dict[str, Any]] = {}
+    for planned in plan.sweep():
+        rel = f"sat/{slug}/{planned.id}.{cfg.image_format}"
+        street = f"street/{slug}/{planned.id}.jpg"
+        made = make_sample(plan, planned, world, cfg, rel, street)
+        write_bytes(root / rel, made.tile)
+        if made.street is not None:
+            write_bytes(root / street, made.street)
+        records[planned.index] = made.record
+    lines = (json.dumps(records[i], ensure_ascii=False, sort_keys=True) for i in sorted(records))
+    write_text(root / "parts" / f"{slug}.jsonl", "".join(line + "\n" for line in lines))
 
 
-def unseen_regions(regions: list[Region], fraction: float) -> set[str]:
-    """Regions held out entirely (split ``test_unseen``): every k-th, at least one from 5."""
-    count = int(round(len(regions) * fraction))
-    if count == 0:
-        return set()
-    step = len(regions) / count
-    return {regions[int(i * step + step / 2)].slug for i in range(count)}
+def _shards_job(
+    plan: RegionPlan, cfg: SynthConfig, root: Path, on_shard: Callable[[], None] | None
+) -> int:
+    """Every missing shard of a region; returns how many were written.
 
-
-def _sample_points(
-    road: np.ndarray, count: int, margin_px: int, spacing_px: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Up to ``count`` road pixels at least ``spacing_px`` apart, ``margin_px`` from the edge."""
-    n = road.shape[0]
-    inner = road[margin_px : n - margin_px, margin_px : n - margin_px]
-    candidates = np.argwhere(inner) + margin_px
-    if len(candidates) == 0:
-        raise PlanetlocError("region has no streets to stand on")
-    rng.shuffle(candidates)
-    cell = spacing_px / np.sqrt(2)
-    grid: dict[tuple[int, int], tuple[int, int]] = {}
-    chosen: list[tuple[int, int]] = []
-    for r, c in candidates:
-        key = (int(r // cell), int(c // cell))
-        ok = True
-        for dr in (-2, -1, 0, 1, 2):
-            for dc in (-2, -1, 0, 1, 2):
-                other = grid.get((key[0] + dr, key[1] + dc))
-                if other is not None and (other[0] - r) ** 2 + (other[1] - c) ** 2 < spacing_px**2:
-                    ok = False
-                    break
-            if not ok:
-                break
-        if ok:
-            grid[key] = (int(r), int(c))
-            chosen.append((int(r), int(c)))
-            if len(chosen) == count:
-                break
-    return np.asarray(chosen, dtype=np.int64)
+    Samples are made in sweep order and held until their shard is complete, then the shard is
+    written in one atomic step: at most the described shard and a gallery shard or two are
+    held at a time.
+    """
+    units = plan.units()
+    todo = {name: members for name, members in units.items() if not shard_path(root, name).exists()}
+    if not todo:
+        return 0
+    world = RegionWorld(plan, cfg)
+    held: dict[str, list[tuple[str, dict[str, bytes]]]] = {name: [] for name in todo}
+    written = 0
+    ext = cfg.image_format
+    for planned in plan.sweep([s for members in todo.values() for s in members]):
+        key = sample_key(planned.id)
+        street = sat_path(planned.unit, key, "jpg").replace(".sat.jpg", ".street.jpg")
+        made = make_sample(plan, planned, world, cfg, sat_path(planned.unit, key, ext), street)
+        body = json.dumps(made.record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        members = {"json": body, f"sat.{ext}": made.tile}
+        if made.street is not None:
+            members["street.jpg"] = made.street
+        held[planned.unit].append((key, members))
+        if len(held[planned.unit]) == len(todo[planned.unit]):
+            write_shard(shard_path(root, planned.unit), held.pop(planned.unit))
+            written += 1
+            if on_shard is not None:
+                on_shard()
+    return written
 
 
 def generate_region(
-    region: Region, cfg: SynthConfig, out: Path, unseen: bool
-) -> list[dict[str, Any]]:
-    """Generate every sample of one region, write its tiles, return its manifest records."""
-    rng = np.random.default_rng(region_seed(cfg.seed, region.slug))
-    style = derive_style(region, rng)
-    region_map = build_region_map(style, rng, extent_m=cfg.extent_m, gsd=cfg.gsd)
-    # The synthetic neighbourhood sits somewhere inside the city's bounding box.
-    west, south, east, north = region.bbox
-    centre_lat = float(rng.uniform(south + 0.25 * (north - south), north - 0.25 * (north - south)))
-    centre_lon = float(rng.uniform(west + 0.25 * (east - west), east - 0.25 * (east - west)))
-    scenes = [
-        render_scene(
-            region_map, centre_lat, centre_lon, draw_acquisition(centre_lat, centre_lon, rng), rng
-        )
-        for _ in range(cfg.scenes)
-    ]
-    margin = cfg.tile_px // 2 + cfg.max_jitter_px + 2
-    total = cfg.per_region + cfg.distractors
-    points = _sample_points(region_map.cls == ROAD, total, margin, cfg.min_spacing_m / cfg.gsd, rng)
-    if len(points) < total:
-        raise PlanetlocError(
-            f"region {region.slug}: only {len(points)} points fit at {cfg.min_spacing_m} m "
-            "spacing; lower --per-region or --distractors"
-        )
-    n_test = int(round(cfg.per_region * cfg.test_fraction))
-    n_val = int(round(cfg.per_region * cfg.val_fraction))
-    splits = ["test"] * n_test + ["val"] * n_val + ["train"] * (cfg.per_region - n_test - n_val)
-    splits = list(rng.permutation(splits))
-    if unseen:
-        splits = ["test_unseen"] * cfg.per_region
-    splits += ["gallery"] * cfg.distractors
-    records = []
-    tile_dir = out / "sat" / region.slug
-    tile_dir.mkdir(parents=True, exist_ok=True)
-    h = region_map.shape[0]
-    for index, ((row, col), split) in enumerate(zip(points, splits, strict=True)):
-        sid = f"{region.slug}-{index:05d}"
-        scene_index = int(rng.integers(0, len(scenes)))
-        scene = scenes[scene_index]
-        jitter = rng.integers(-cfg.max_jitter_px, cfg.max_jitter_px + 1, size=2)
-        tile = crop_tile(
-            scene, row + jitter[0], col + jitter[1], tile_px=cfg.tile_px, out_px=cfg.size, rng=rng
-        )
-        heading, intersection = choose_heading(region_map, int(row), int(col), rng)
-        text, measured = "", {}
-        if split != "gallery":
-            text, measured = describe(
-                region_map,
-                scene,
-                Observer(int(row), int(col), heading),
-                intersection=intersection,
-                difficulty=cfg.difficulty,
-                rng=rng,
-            )
-        buf = io.BytesIO()
-        Image.fromarray(tile).save(buf, format="PNG", compress_level=1)
-        rel = f"sat/{region.slug}/{sid}.png"
-        write_bytes(out / rel, buf.getvalue())
-        east_m = (col - h / 2 + 0.5) * cfg.gsd
-        north_m = (h / 2 - row - 0.5) * cfg.gsd
-        lat, lon = offset_latlon(centre_lat, centre_lon, east_m, north_m)
-        records.append(
-            Sample(
-                id=sid,
-                text=text,
-                sat_path=rel,
-                lat=round(float(lat), 7),
-                lon=round(float(lon), 7),
-                region=region.slug,
-                continent=region.continent,
-                split=split,
-                meta={
-                    "east_m": round(float(east_m), 2),
-                    "north_m": round(float(north_m), 2),
-                    "scene": scene_index,
-                    "acquired": scene.when.isoformat(),
-                    "sun_azimuth_deg": round(scene.sun_azimuth_deg, 2),
-                    "sun_elevation_deg": round(scene.sun_elevation_deg, 2),
-                    "season": scene.season,
-                    "heading_deg": round(heading, 1),
-                    "misregistration_px": [int(jitter[0]), int(jitter[1])],
-                    "climate": style.climate,
-                    "difficulty": cfg.difficulty,
-                    "measured": {k: round(v, 4) for k, v in measured.items() if k.endswith("_all")},
-                },
-            ).to_dict()
-        )
-    return records
+    region: Region,
+    cfg: SynthConfig,
+    root: Path,
+    unseen: bool,
+    on_shard: Callable[[], None] | None = None,
+) -> int:
+    """Generate what is missing of one region in ``root``; returns the output units written.
+
+    With ``cfg.shards`` the units are shards (``on_shard()`` is called after each), otherwise
+    the region's tiles and part file (one unit). ``unseen`` puts every described sample in
+    ``test_unseen``.
+    """
+    plan = plan_region(region, cfg, unseen)
+    if cfg.shards:
+        return _shards_job(plan, cfg, root, on_shard)
+    _files_job(plan, cfg, root)
+    return 1
 
 
-def _worker(args: tuple[Region, SynthConfig, str, bool]) -> str:
+def _worker(args: tuple[Region, SynthConfig, str, bool]) -> int:
     region, cfg, out, unseen = args
-    records = generate_region(region, cfg, Path(out), unseen)
-    part = Path(out) / "parts" / f"{region.slug}.jsonl"
-    write_text(
-        part, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-    )
-    return region.slug
+    return generate_region(region, cfg, Path(out), unseen)
 
 
-def _config_payload(cfg: SynthConfig) -> dict[str, Any]:
-    payload = asdict(cfg)
-    payload["region_slugs"] = list(cfg.region_slugs)
-    payload["format_version"] = FORMAT_VERSION
-    return payload
+def _units_done(region: Region, cfg: SynthConfig, root: Path) -> tuple[int, int]:
+    """(finished, total) output units of a region: its shards, or the region itself."""
+    if cfg.shards:
+        names = shard_names(region.slug, cfg)
+        return sum(shard_path(root, n).exists() for n in names), len(names)
+    return int((root / "parts" / f"{region.slug}.jsonl").exists()), 1
+
+
+def _check_stamp(root: Path, payload: dict[str, Any]) -> None:
+    stamp = root / "config.json"
+    if stamp.exists():
+        previous = json.loads(stamp.read_text(encoding="utf-8"))
+        if previous != payload:
+            changed = sorted(k for k in payload if previous.get(k) != payload[k])
+            raise PlanetlocError(
+                f"{root} holds a world made with other settings ({', '.join(changed)}); "
+                "use a new --out folder"
+            )
+    else:
+        others = sorted(p.name for p in root.iterdir())
+        if others:
+            # Not a world this generator started: someone's files, which it must not touch.
+            raise PlanetlocError(
+                f"{root} is not empty and holds no SynthCORE world (found {others[0]!r}); "
+                "nothing was overwritten: use a new --out folder"
+            )
+        write_text(stamp, json.dumps(payload, indent=1) + "\n")
 
 
 def generate_world(
@@ -245,59 +375,88 @@ def generate_world(
 ) -> Path:
     """Generate (or finish generating) the world ``cfg`` in ``out``; return the manifest path.
 
-    ``progress(done, total)`` is called as regions complete.
+    ``progress(done, total)`` is called as output units complete: regions when tiles are
+    files, shards with ``cfg.shards`` (after every shard with one worker, after every region
+    with several).
     """
     cfg.check()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     regions = select_regions(cfg.regions)
-    cfg = SynthConfig(**{**asdict(cfg), "region_slugs": tuple(r.slug for r in regions)})
-    stamp = root / "config.json"
-    payload = _config_payload(cfg)
-    if stamp.exists():
-        previous = json.loads(stamp.read_text(encoding="utf-8"))
-        if previous != payload:
-            changed = sorted(k for k in payload if previous.get(k) != payload[k])
-            raise PlanetlocError(
-                f"{root} holds a world made with other settings ({', '.join(changed)}); "
-                "use a new --out folder"
-            )
-    else:
-        write_text(stamp, json.dumps(payload, indent=1) + "\n")
+    cfg = replace(cfg, region_slugs=tuple(r.slug for r in regions))
+    payload = {**cfg.payload(), "format_version": FORMAT_VERSION}
+    _check_stamp(root, payload)
     held_out = unseen_regions(regions, cfg.unseen_fraction)
-    parts = root / "parts"
-    todo = [r for r in regions if not (parts / f"{r.slug}.jsonl").exists()]
-    done = len(regions) - len(todo)
+    if cfg.shards:
+        remove_stale_temporaries(root / SHARD_DIR)
+    done = total = 0
+    todo = []
+    for region in regions:
+        finished, units = _units_done(region, cfg, root)
+        done, total = done + finished, total + units
+        if finished < units:
+            todo.append(region)
     if progress:
-        progress(done, len(regions))
+        progress(done, total)
+
+    def advance(count: int = 1) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, total)
+
     jobs = [(r, cfg, str(root), r.slug in held_out) for r in todo]
     if workers > 1 and len(jobs) > 1:
         with get_context("fork").Pool(min(workers, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_worker, jobs):
-                done += 1
-                if progress:
-                    progress(done, len(regions))
+            for count in pool.imap_unordered(_worker, jobs):
+                advance(count)
     else:
-        for job in jobs:
-            _worker(job)
-            done += 1
-            if progress:
-                progress(done, len(regions))
-    samples = []
-    for region in regions:
-        with open(parts / f"{region.slug}.jsonl", encoding="utf-8") as fh:
-            samples.extend(Sample(**json.loads(line)) for line in fh if line.strip())
-    manifest = write_manifest(samples, root / f"manifest.{cfg.format}")
-    counts: dict[str, int] = {}
-    for s in samples:
-        counts[s.split] = counts.get(s.split, 0) + 1
+        for region, _, _, unseen in jobs:
+            if cfg.shards:
+                generate_region(region, cfg, root, unseen, on_shard=advance)
+            else:
+                advance(generate_region(region, cfg, root, unseen))
+    manifest, counts = (_shard_manifest if cfg.shards else _files_manifest)(cfg, root, regions)
     summary = {
         "config": payload,
         "manifest": manifest.name,
-        "samples": len(samples),
+        "samples": sum(counts.values()),
         "splits": counts,
         "unseen_regions": sorted(held_out),
         "regions": [{"slug": r.slug, "name": r.name, "continent": r.continent} for r in regions],
     }
+    if cfg.shards:
+        summary["shards"] = total
     write_text(root / "world.json", json.dumps(summary, indent=1) + "\n")
     return manifest
+
+
+def _files_manifest(
+    cfg: SynthConfig, root: Path, regions: list[Region]
+) -> tuple[Path, dict[str, int]]:
+    samples = []
+    for region in regions:
+        with open(root / "parts" / f"{region.slug}.jsonl", encoding="utf-8") as fh:
+            samples.extend(Sample(**json.loads(line)) for line in fh if line.strip())
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s.split] = counts.get(s.split, 0) + 1
+    return write_manifest(samples, root / f"manifest.{cfg.format}"), counts
+
+
+def _shard_manifest(
+    cfg: SynthConfig, root: Path, regions: list[Region]
+) -> tuple[Path, dict[str, int]]:
+    """The manifest holds exactly the shards' records, shard by shard, read back from them."""
+    counts: dict[str, int] = {}
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        for region in regions:
+            for name in shard_names(region.slug, cfg):
+                records = read_shard_records(shard_path(root, name))
+                for r in records:
+                    counts[r["split"]] = counts.get(r["split"], 0) + 1
+                yield records
+
+    manifest = write_manifest_stream(batches(), root / f"manifest.{cfg.format}")
+    return manifest, counts

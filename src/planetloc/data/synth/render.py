@@ -3,6 +3,10 @@
 A scene is one acquisition (date and time of day). Shadows follow the sun computed for the
 region's latitude and the scene's date: a building of height h casts a shadow of length
 h / tan(elevation) on the side opposite the sun's azimuth.
+
+Everything but the shadows is computed pixel by pixel, and a shadow can only come from within
+:func:`shadow_reach_px` towards the sun, so a window of a region can be rendered on its own
+(see :mod:`planetloc.data.synth.chunked`) and equals the crop of a render of the whole.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ MIN_ELEVATION_DEG = 15.0  # optical satellites rarely acquire with the sun lower
 
 @dataclass(frozen=True)
 class Scene:
-    """One acquisition of a region: when, where the sun was, and how it looked."""
+    """One acquisition of a region (or of a window of it): when, where the sun was, the look."""
 
     when: datetime
     sun_azimuth_deg: float
@@ -30,6 +34,17 @@ class Scene:
     season: str  # "summer", "winter" or "transition", for the hemisphere of the region
     image: np.ndarray  # (H, W, 3) float32 radiance before sensor effects
     shadow: np.ndarray  # (H, W) bool
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """The conditions of one acquisition, without pixels: any window of it can be rendered."""
+
+    when: datetime
+    sun_azimuth_deg: float
+    sun_elevation_deg: float
+    season: str
+    haze: float  # share of path radiance in the signal, 0..1
 
 
 def season_of(lat: float, when: datetime) -> str:
@@ -89,15 +104,44 @@ def cast_shadows(
     return shadow
 
 
-def render_scene(
-    region_map: RegionMap, lat: float, lon: float, when: datetime, rng: np.random.Generator
-) -> Scene:
-    """Render the whole region as seen from above at time ``when``."""
+def acquire(lat: float, lon: float, when: datetime, rng: np.random.Generator) -> Acquisition:
+    """The sun, season and haze of an acquisition at ``when`` over (lat, lon)."""
     azimuth, elevation = solar_position(lat, lon, when)
-    elevation = max(elevation, MIN_ELEVATION_DEG)
-    season = season_of(lat, when)
+    return Acquisition(
+        when=when,
+        sun_azimuth_deg=azimuth,
+        sun_elevation_deg=max(elevation, MIN_ELEVATION_DEG),
+        season=season_of(lat, when),
+        haze=float(rng.uniform(0.0, 0.08)),
+    )
+
+
+def shadow_reach_px(
+    max_height_m: float, gsd: float, azimuth_deg: float, elevation_deg: float
+) -> tuple[int, int]:
+    """Signed (rows, cols) from a pixel towards the sun within which its occluders can stand.
+
+    Anything farther would have to be taller than ``max_height_m`` to shade it, so a window
+    extended this far towards the sun has every shadow of the window itself.
+    """
+    tan_el = math.tan(math.radians(max(elevation_deg, 1.0)))
+    steps = int(math.ceil(max_height_m / (gsd * tan_el)))
+    az = math.radians(azimuth_deg)
+    d_row, d_col = -math.cos(az), math.sin(az)
+    reach_r = int(round(steps * abs(d_row))) + 1
+    reach_c = int(round(steps * abs(d_col))) + 1
+    return (reach_r if d_row > 0 else -reach_r), (reach_c if d_col > 0 else -reach_c)
+
+
+def shade(region_map: RegionMap, acquisition: Acquisition, shadow: np.ndarray) -> np.ndarray:
+    """Radiance of every pixel of a map (or window) under ``acquisition``, given its shadows.
+
+    Pixel by pixel: season tints vegetation, shadowed ground gets only skylight, haze adds a
+    bluish path radiance.
+    """
     albedo = region_map.albedo.copy()
     style = region_map.style
+    season = acquisition.season
     veg = (region_map.cls == TREE) | (region_map.cls == GRASS)
     if season == "winter" and style.climate in ("temperate", "cold"):
         # Deciduous crowns lose their leaves and lawns brown; cold cities get frost.
@@ -108,22 +152,51 @@ def render_scene(
             albedo = albedo * 0.8 + 0.2 * np.float32(0.9)
     elif season == "summer" and style.climate == "arid":
         albedo[veg] = albedo[veg] * 0.85 + np.asarray([0.6, 0.55, 0.4], dtype=np.float32) * 0.15
-    shadow = cast_shadows(region_map.height, region_map.gsd, azimuth, elevation)
-    direct = math.sin(math.radians(elevation))
+    direct = math.sin(math.radians(acquisition.sun_elevation_deg))
     ambient = 0.35
     light = np.where(shadow, ambient, ambient + (1 - ambient) * direct).astype(np.float32)
-    # Haze adds a bluish path radiance and lowers contrast.
-    haze = float(rng.uniform(0.0, 0.08))
+    haze = acquisition.haze
     image = albedo * light[..., None]
     image = image * (1 - haze) + haze * np.asarray([0.75, 0.8, 0.9], dtype=np.float32)
+    return image.astype(np.float32)
+
+
+def scene_of(acquisition: Acquisition, image: np.ndarray, shadow: np.ndarray) -> Scene:
+    """A :class:`Scene` from an acquisition and the pixels rendered under it."""
     return Scene(
-        when=when,
-        sun_azimuth_deg=azimuth,
-        sun_elevation_deg=elevation,
-        season=season,
-        image=image.astype(np.float32),
+        when=acquisition.when,
+        sun_azimuth_deg=acquisition.sun_azimuth_deg,
+        sun_elevation_deg=acquisition.sun_elevation_deg,
+        season=acquisition.season,
+        image=image,
         shadow=shadow,
     )
+
+
+def render_scene(
+    region_map: RegionMap, lat: float, lon: float, when: datetime, rng: np.random.Generator
+) -> Scene:
+    """Render a whole map as seen from above at time ``when`` (nothing casts from outside it)."""
+    acq = acquire(lat, lon, when, rng)
+    shadow = cast_shadows(
+        region_map.height, region_map.gsd, acq.sun_azimuth_deg, acq.sun_elevation_deg
+    )
+    return scene_of(acq, shade(region_map, acq, shadow), shadow)
+
+
+def sensor(
+    radiance: np.ndarray, *, out_px: int, rng: np.random.Generator, noise: float = 0.012
+) -> np.ndarray:
+    """What a sensor adds to a square of radiance: a per-tile gain and offset, read noise,
+    rounding to 8 bits, and resampling to ``out_px``. Returns uint8 RGB."""
+    gain = rng.uniform(0.92, 1.08, size=3).astype(np.float32)
+    offset = np.float32(rng.uniform(-0.02, 0.02))
+    read_noise = rng.standard_normal(size=radiance.shape, dtype=np.float32) * np.float32(noise)
+    crop = radiance * gain + offset + read_noise
+    tile = (np.clip(crop, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if out_px != tile.shape[0]:
+        tile = np.asarray(Image.fromarray(tile).resize((out_px, out_px), Image.BILINEAR))
+    return tile
 
 
 def crop_tile(
@@ -146,10 +219,4 @@ def crop_tile(
     if r0 < 0 or c0 < 0 or r0 + tile_px > h or c0 + tile_px > w:
         raise ValueError(f"tile at ({row:.0f}, {col:.0f}) leaves the {h}x{w} map")
     crop = scene.image[r0 : r0 + tile_px, c0 : c0 + tile_px]
-    gain = rng.uniform(0.92, 1.08, size=3).astype(np.float32)
-    offset = np.float32(rng.uniform(-0.02, 0.02))
-    crop = crop * gain + offset + rng.normal(0, noise, size=crop.shape).astype(np.float32)
-    tile = (np.clip(crop, 0, 1) * 255 + 0.5).astype(np.uint8)
-    if out_px != tile_px:
-        tile = np.asarray(Image.fromarray(tile).resize((out_px, out_px), Image.BILINEAR))
-    return tile
+    return sensor(crop, out_px=out_px, rng=rng, noise=noise)

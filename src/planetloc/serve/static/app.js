@@ -1,183 +1,271 @@
-// The planetloc page: a query box, a map drawn on a canvas from the gallery's own tiles, and
-// the ranked tiles with their physical agreement. No external scripts: it works offline.
+// The planetloc page: a query form (description and/or street-level photo), a Leaflet map of
+// the gallery's own tiles (plus an XYZ basemap when the server was started with --basemap),
+// and the ranked tiles with their physical agreement. Text that comes from data (tile ids,
+// regions, error messages) enters the page only through textContent or DOM nodes, never as
+// HTML: Leaflet's tooltips and div icons are given elements, not strings.
 "use strict";
 
-const canvas = document.getElementById("map");
-const ctx = canvas.getContext("2d");
-const statusEl = document.getElementById("status");
-const images = new Map();
-let gallery = null;
-let view = null; // {west, south, east, north}
+const EARTH_M = 6371008.8;
+const EQUATOR_M = 40075016.686;
+const CONE_HALF_DEG = 30; // the view-direction wedge: heading +- this
+const MIN_TILE_PX = 6; // below this a gallery tile is drawn as a dot, not an image
 
-function loadImage(url) {
-  if (!images.has(url)) {
-    images.set(url, new Promise((resolve) => {
-      const img = new Image();
-      img.onload = () => resolve(img);
-      img.onerror = () => resolve(null);
-      img.src = url;
-    }));
-  }
-  return images.get(url);
+const $ = (id) => document.getElementById(id);
+const statusEl = $("status");
+const mapEl = $("map");
+
+// State the tests (and curious users in the console) can read.
+const state = { gallery: null, accepts: [], result: null, galleryShown: 0, galleryTotal: 0, galleryMode: "", moves: 0 };
+window.planetloc = state;
+
+const map = L.map(mapEl, { minZoom: 1, maxZoom: 20, zoomSnap: 0.5, worldCopyJump: true });
+window.planetlocMap = map;
+const galleryLayer = L.layerGroup().addTo(map);
+const resultLayer = L.layerGroup().addTo(map);
+const dotRenderer = L.canvas({ padding: 0.3 });
+const overlays = new Map(); // key -> layer of a gallery tile now on the map
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
 }
 
-function project(lat, lon) {
-  const x = (lon - view.west) / (view.east - view.west) * canvas.width;
-  const y = (view.north - lat) / (view.north - view.south) * canvas.height;
-  return [x, y];
+function setStatus(text, isError) {
+  statusEl.className = isError ? "error" : "";
+  statusEl.textContent = text;
+}
+
+async function getJson(url, options) {
+  const response = await fetch(url, options);
+  let data = null;
+  try { data = await response.json(); } catch (_) { /* not JSON: reported below */ }
+  if (!response.ok) {
+    const detail = data && typeof data.detail === "string" ? data.detail : `HTTP ${response.status}`;
+    throw new Error(detail);
+  }
+  return data;
+}
+
+const tileUrl = (id) => `/tiles/${encodeURIComponent(id)}`;
+
+function destination(lat, lon, bearingDeg, distanceM) {
+  const r = Math.PI / 180, d = distanceM / EARTH_M, b = bearingDeg * r, p1 = lat * r;
+  const p2 = Math.asin(Math.sin(p1) * Math.cos(d) + Math.cos(p1) * Math.sin(d) * Math.cos(b));
+  const dl = Math.atan2(Math.sin(b) * Math.sin(d) * Math.cos(p1), Math.cos(d) - Math.sin(p1) * Math.sin(p2));
+  return [p2 / r, lon + dl / r];
 }
 
 function distanceM(lat1, lon1, lat2, lon2) {
   const r = Math.PI / 180;
   const a = Math.sin((lat2 - lat1) * r / 2) ** 2 +
     Math.cos(lat1 * r) * Math.cos(lat2 * r) * Math.sin((lon2 - lon1) * r / 2) ** 2;
-  return 2 * 6371008.8 * Math.asin(Math.sqrt(a));
+  return 2 * EARTH_M * Math.asin(Math.sqrt(a));
 }
 
-function metresPerPixel(lat) {
-  const degPerPx = (view.east - view.west) / canvas.width;
-  return degPerPx * 111320 * Math.cos(lat * Math.PI / 180);
+function tileBounds(lat, lon, sizeM) {
+  const dLat = (sizeM / 2 / EARTH_M) * 180 / Math.PI;
+  const dLon = dLat / Math.max(0.01, Math.cos(lat * Math.PI / 180));
+  return [[lat - dLat, lon - dLon], [lat + dLat, lon + dLon]];
 }
 
-function fitView(points, minSpanM) {
-  const lats = points.map((p) => p[0]);
-  const lons = points.map((p) => p[1]);
-  let south = Math.min(...lats), north = Math.max(...lats);
-  let west = Math.min(...lons), east = Math.max(...lons);
-  const midLat = (south + north) / 2;
-  const minLat = minSpanM / 111320;
-  const minLon = minSpanM / (111320 * Math.max(0.05, Math.cos(midLat * Math.PI / 180)));
-  if (north - south < minLat) { const c = (north + south) / 2; south = c - minLat / 2; north = c + minLat / 2; }
-  if (east - west < minLon) { const c = (east + west) / 2; west = c - minLon / 2; east = c + minLon / 2; }
-  // Keep the canvas aspect ratio in metres so tiles stay square.
-  const aspect = canvas.width / canvas.height;
-  const widthM = (east - west) * 111320 * Math.cos(midLat * Math.PI / 180);
-  const heightM = (north - south) * 111320;
-  if (widthM / heightM < aspect) {
-    const need = heightM * aspect / (111320 * Math.cos(midLat * Math.PI / 180));
-    const c = (east + west) / 2; west = c - need / 2; east = c + need / 2;
-  } else {
-    const need = widthM / aspect / 111320;
-    const c = (north + south) / 2; south = c - need / 2; north = c + need / 2;
-  }
-  const padLat = (north - south) * 0.08, padLon = (east - west) * 0.08;
-  return { west: west - padLon, south: south - padLat, east: east + padLon, north: north + padLat };
+function tilePixels() {
+  const lat = map.getCenter().lat;
+  const metresPerPx = EQUATOR_M * Math.cos(lat * Math.PI / 180) / (256 * 2 ** map.getZoom());
+  return state.gallery.tile_size_m / metresPerPx;
 }
 
-async function drawBasemap() {
-  ctx.fillStyle = "#e8eef3";
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
-  const q = new URLSearchParams({
-    west: Math.max(-180, view.west), south: Math.max(-90, view.south),
-    east: Math.min(180, view.east), north: Math.min(90, view.north), limit: 400,
-  });
-  const tiles = await (await fetch(`/tiles_in?${q}`)).json();
-  const midLat = (view.north + view.south) / 2;
-  const sizePx = gallery.tile_size_m / metresPerPixel(midLat);
-  if (sizePx < 6) {
-    ctx.fillStyle = "#6b8aa5";
-    for (const t of tiles) { const [x, y] = project(t.lat, t.lon); ctx.fillRect(x - 1.5, y - 1.5, 3, 3); }
+// The visible box in [-180, 180] longitudes; west > east when it crosses the antimeridian.
+function viewBox() {
+  const b = map.getBounds();
+  const south = Math.max(-90, b.getSouth()), north = Math.min(90, b.getNorth());
+  if (b.getEast() - b.getWest() >= 360) return { west: -180, south, east: 180, north };
+  const wrap = (x) => ((((x + 180) % 360) + 360) % 360) - 180;
+  return { west: wrap(b.getWest()), south, east: wrap(b.getEast()), north };
+}
+
+// Longitude of the copy of the world the view looks at, so tiles show beside the antimeridian.
+const nearView = (lon) => lon + 360 * Math.round((map.getCenter().lng - lon) / 360);
+
+let loadSeq = 0;
+async function loadGallery() {
+  if (!state.gallery) return;
+  const seq = ++loadSeq;
+  const images = tilePixels() >= MIN_TILE_PX;
+  const query = new URLSearchParams({ ...viewBox(), limit: images ? 300 : 1500 });
+  let data;
+  try {
+    data = await getJson(`/tiles_in?${query}`);
+  } catch (err) {
+    setStatus(`Could not load the gallery's tiles: ${err.message}`, true);
     return;
   }
-  const loaded = await Promise.all(tiles.map((t) => loadImage(`/tiles/${encodeURIComponent(t.id)}`)));
-  tiles.forEach((t, i) => {
-    const img = loaded[i];
-    if (!img) return;
-    const [x, y] = project(t.lat, t.lon);
-    ctx.globalAlpha = 0.85;
-    ctx.drawImage(img, x - sizePx / 2, y - sizePx / 2, sizePx, sizePx);
-    ctx.globalAlpha = 1;
-  });
+  if (seq !== loadSeq) return; // a newer view has asked since
+  const mode = images ? "images" : "dots";
+  if (mode !== state.galleryMode) {
+    galleryLayer.clearLayers();
+    overlays.clear();
+    state.galleryMode = mode;
+  }
+  const keep = new Set();
+  for (const t of data.tiles) {
+    const lon = nearView(t.lon);
+    const key = `${t.id}\u0000${lon}`;
+    keep.add(key);
+    if (overlays.has(key)) continue;
+    const layer = images
+      ? L.imageOverlay(tileUrl(t.id), tileBounds(t.lat, lon, state.gallery.tile_size_m),
+        { opacity: 0.92, alt: "", className: "gallery-tile" })
+      : L.circleMarker([t.lat, lon], { renderer: dotRenderer, radius: 2.5, stroke: false, fillColor: "#3b6e99", fillOpacity: 0.8, interactive: false });
+    overlays.set(key, layer);
+    galleryLayer.addLayer(layer);
+  }
+  for (const [key, layer] of overlays) {
+    if (!keep.has(key)) { galleryLayer.removeLayer(layer); overlays.delete(key); }
+  }
+  state.galleryShown = overlays.size;
+  state.galleryTotal = data.total;
+  mapEl.dataset.gallery = String(overlays.size);
+}
+
+let moveTimer = 0;
+map.on("moveend", () => {
+  state.moves += 1;
+  clearTimeout(moveTimer);
+  moveTimer = setTimeout(loadGallery, 100);
+});
+
+function tooltipFor(t, i) {
+  const box = el("div", "tile-tip");
+  box.append(el("strong", "", `#${i + 1} `), document.createTextNode(t.id), el("br"),
+    document.createTextNode(`${t.region} · score ${t.score.toFixed(3)}`));
+  return box;
+}
+
+function cone(lat, lon, headingDeg, lengthM) {
+  const points = [[lat, lon]];
+  for (let a = -CONE_HALF_DEG; a <= CONE_HALF_DEG; a += 10) points.push(destination(lat, lon, headingDeg + a, lengthM));
+  return points;
 }
 
 function drawResult(result) {
+  resultLayer.clearLayers();
   const est = result.estimate;
+  const frame = L.latLngBounds([]);
   if (est) {
-    const [x, y] = project(est.lat, est.lon);
-    const r = est.radius_m / metresPerPixel(est.lat);
-    ctx.beginPath(); ctx.arc(x, y, Math.max(r, 4), 0, 2 * Math.PI);
-    ctx.fillStyle = "rgba(31, 111, 235, 0.12)"; ctx.fill();
-    ctx.strokeStyle = "#1f6feb"; ctx.lineWidth = 2; ctx.stroke();
+    L.circle([est.lat, est.lon], { radius: est.radius_m, color: "#1f6feb", weight: 2, fillOpacity: 0.12, className: "estimate-circle", interactive: false })
+      .addTo(resultLayer);
+    frame.extend(L.latLng(est.lat, est.lon).toBounds(2.4 * Math.max(est.radius_m, 300)));
+    if (typeof result.heading_deg === "number") {
+      const length = Math.max(250, 1.5 * est.radius_m);
+      L.polygon(cone(est.lat, est.lon, result.heading_deg, length), { color: "#7b2cbf", weight: 1, fillOpacity: 0.3, className: "heading-cone", interactive: false })
+        .addTo(resultLayer);
+    }
   }
-  // Draw the best last so it stays on top of overlapping markers.
-  result.tiles.map((t, i) => [t, i]).reverse().forEach(([t, i]) => {
-    const [x, y] = project(t.lat, t.lon);
-    ctx.beginPath(); ctx.arc(x, y, 10, 0, 2 * Math.PI);
-    ctx.fillStyle = i === 0 ? "#d62828" : "#f77f00"; ctx.fill();
-    ctx.strokeStyle = "white"; ctx.lineWidth = 2; ctx.stroke();
-    ctx.fillStyle = "white"; ctx.font = "bold 12px sans-serif"; ctx.textAlign = "center";
-    ctx.fillText(String(i + 1), x, y + 4);
+  result.tiles.forEach((t, i) => {
+    const icon = L.divIcon({ className: i === 0 ? "rank-icon best" : "rank-icon", html: el("span", "", String(i + 1)), iconSize: [22, 22] });
+    L.marker([t.lat, t.lon], { icon, zIndexOffset: 1000 - i, keyboard: false })
+      .bindTooltip(tooltipFor(t, i), { direction: "top", offset: [0, -10] })
+      .addTo(resultLayer);
+    // Frame the estimate and the tiles near it; far-off candidates stay in the list.
+    if (!est || distanceM(t.lat, t.lon, est.lat, est.lon) < 4 * est.radius_m + 2000) frame.extend([t.lat, t.lon]);
   });
-  canvas.dataset.markers = String(result.tiles.length);
+  mapEl.dataset.markers = String(result.tiles.length);
+  if (frame.isValid()) map.fitBounds(frame.pad(0.08), { maxZoom: 18 });
 }
 
 function bar(label, value) {
-  const pct = Math.max(0, Math.min(100, (value + 1) * 50));
-  return `<span>${label}</span><span class="bar"><i style="width:${pct}%"></i></span><span>${value.toFixed(2)}</span>`;
+  const fill = el("i");
+  fill.style.width = `${Math.max(0, Math.min(100, (value + 1) * 50))}%`;
+  const track = el("span", "bar");
+  track.append(fill);
+  return [el("span", "", label), track, el("span", "", value.toFixed(2))];
 }
 
 function showList(result) {
-  const list = document.getElementById("results");
-  list.innerHTML = "";
+  const list = $("results");
+  list.replaceChildren();
   result.tiles.forEach((t, i) => {
-    const li = document.createElement("li");
-    li.className = "hit";
-    li.innerHTML = `<img alt="tile ${t.id}" src="${t.tile_url}">
-      <div><div><span class="rank">#${i + 1}</span> ${t.region} · ${t.lat.toFixed(5)}, ${t.lon.toFixed(5)}</div>
-      <div>score ${t.score.toFixed(3)}</div>
-      <div class="bars">${bar("colour", t.physics.color)}${bar("structure", t.physics.struc)}${bar("texture", t.physics.tex)}</div></div>`;
-    list.appendChild(li);
+    const li = el("li", "hit");
+    const img = el("img");
+    img.alt = `tile ${i + 1}`;
+    img.src = t.tile_url;
+    const body = el("div", "hit-body");
+    const title = el("div", "hit-title");
+    title.append(el("span", "rank", `#${i + 1}`), document.createTextNode(`${t.id} · ${t.region}`));
+    body.append(title, el("div", "coords", `${t.lat.toFixed(5)}, ${t.lon.toFixed(5)} · score ${t.score.toFixed(3)}`));
+    const physics = t.physics || {};
+    if (Object.keys(physics).length) { // absent when the query had no description
+      const bars = el("div", "bars");
+      bars.append(...bar("colour", physics.color), ...bar("structure", physics.struc), ...bar("texture", physics.tex));
+      body.append(bars);
+    }
+    li.append(img, body);
+    li.addEventListener("click", () => map.setView([t.lat, t.lon], Math.max(map.getZoom(), 17)));
+    list.append(li);
   });
   const est = result.estimate;
-  document.getElementById("estimate").textContent = est
-    ? `Estimate: ${est.lat.toFixed(5)}, ${est.lon.toFixed(5)} ± ${Math.round(est.radius_m)} m` : "";
+  let text = est ? `Estimate: ${est.lat.toFixed(5)}, ${est.lon.toFixed(5)} ± ${Math.round(est.radius_m)} m` : "No tile satisfies the prior.";
+  if (est && result.query !== "text") text += ` (from ${result.query === "joint" ? "the description and the photo" : "the photo"})`;
+  $("estimate").textContent = text;
 }
 
-async function locate() {
-  const text = document.getElementById("text").value;
-  const k = Number(document.getElementById("k").value);
-  const region = document.getElementById("region").value;
-  const body = { text, k };
-  if (region) body.regions = [region];
-  statusEl.className = ""; statusEl.textContent = "Locating…";
-  document.getElementById("go").disabled = true;
+async function locate(event) {
+  event.preventDefault();
+  const text = $("text").value;
+  const file = state.accepts.includes("image") ? $("image").files[0] : undefined;
+  const k = $("k").value;
+  const region = $("region").value;
+  let options;
+  if (file) {
+    const form = new FormData();
+    if (text.trim()) form.append("text", text);
+    form.append("image", file);
+    if ($("heading").value !== "") form.append("heading", $("heading").value);
+    form.append("k", k);
+    if (region) form.append("regions", region);
+    options = { method: "POST", body: form };
+  } else {
+    const body = { text, k: Number(k) };
+    if (region) body.regions = [region];
+    options = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+  }
+  setStatus("Locating…");
+  $("go").disabled = true;
   try {
-    const response = await fetch("/locate", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    });
-    const data = await response.json();
-    if (!response.ok) {
-      const detail = typeof data.detail === "string" ? data.detail : data.detail.map((d) => d.msg).join("; ");
-      throw new Error(detail);
-    }
-    // Frame the estimate and the tiles near it; far-off candidates stay listed on the left.
-    const est = data.estimate;
-    const near = data.tiles.filter((t) => !est || distanceM(t.lat, t.lon, est.lat, est.lon) < 4 * est.radius_m + 2000);
-    const points = near.map((t) => [t.lat, t.lon]);
-    if (est) points.push([est.lat, est.lon]);
-    view = fitView(points, Math.max(1500, est ? 2.4 * est.radius_m : 0));
-    await drawBasemap();
-    drawResult(data);
-    showList(data);
-    statusEl.textContent = `Found ${data.tiles.length} tiles.`;
+    const result = await getJson("/locate", options);
+    state.result = result;
+    drawResult(result);
+    showList(result);
+    setStatus(`Found ${result.tiles.length} tiles.${result.truncated ? " (The description was longer than the model reads.)" : ""}`);
   } catch (err) {
-    statusEl.className = "error"; statusEl.textContent = `Error: ${err.message}`;
+    setStatus(`Error: ${err.message}`, true);
   } finally {
-    document.getElementById("go").disabled = false;
+    $("go").disabled = false;
   }
 }
 
 async function init() {
-  gallery = await (await fetch("/gallery")).json();
-  const [w, s, e, n] = gallery.bbox;
-  view = fitView([[s, w], [n, e]], 1000);
-  const select = document.getElementById("region");
-  for (const r of gallery.regions) {
-    const opt = document.createElement("option"); opt.value = r; opt.textContent = r; select.appendChild(opt);
+  try {
+    const [health, gallery] = await Promise.all([getJson("/health"), getJson("/gallery")]);
+    state.gallery = gallery;
+    state.accepts = health.accepts;
+    $("image-row").hidden = !health.accepts.includes("image");
+    $("text-row").hidden = !health.accepts.includes("text");
+    if (gallery.basemap) L.tileLayer(gallery.basemap, { maxZoom: 20, maxNativeZoom: 19 }).addTo(map);
+    for (const r of gallery.regions) {
+      const option = el("option", "", r);
+      option.value = r;
+      $("region").append(option);
+    }
+    const [w, s, e, n] = gallery.bbox;
+    map.fitBounds([[s, w], [n, e]], { maxZoom: 16, padding: [20, 20] });
+    setStatus(`${gallery.count} tiles in the gallery.`);
+  } catch (err) {
+    setStatus(`The service did not answer: ${err.message}`, true);
   }
-  await drawBasemap();
-  statusEl.textContent = `${gallery.count} tiles in the gallery.`;
 }
 
-document.getElementById("go").addEventListener("click", locate);
+$("form").addEventListener("submit", locate);
 init();
