@@ -1,19 +1,29 @@
-"""PLANET against its baselines and ablations on the default SynthCORE world, 3 seeds.
+"""Does L_phy help? PLANET, its recipes and baselines on SynthCORE: every setting chosen on
+val, test evaluated once with the chosen settings, bootstrap intervals over queries and seeds.
 
-Variants, all with the same data, trainer and step budget:
+Worlds: ``world``, the default SynthCORE world (24 regions x 200 described samples + 20
+distractors, descriptions in five training styles, a sixth style held out), and
+``world-dense``: the same described samples with 600 gallery tiles per region anywhere in the
+region, where the 100 tiles nearest a query are its neighbourhood rather than its region.
 
-* ``clip``: L_itc with 77-token truncation;
-* ``crosstext2loc``: L_itc with the full 248 tokens (also the lambda = 0 ablation);
-* ``planet``: L_itc + 0.5 * (L_color + L_struc + L_tex), 248 tokens;
-* ``planet+rerank``: the planet model, top-50 re-ranked by s_itc + 1.0 * physical agreement;
-* ``planet-no-{color,struc,tex}``: planet with one physical branch switched off;
-* ``zero-shot``: the untrained planet model (pretrained MiniLM, random heads).
+Runs (same trainer, data and steps; backbone minilm-cnn; seeds 0..N-1):
 
-Prints mean +- std over seeds of world-level R@1/R@5/R@10 (full gallery) and R@1 under the
-100-nearest protocol, and writes benchmarks/results/synthcore.json. Finished runs are reused,
-so an interrupted benchmark resumes.
+* ``itc-77``: image-text contrastive loss, text cut at 77 tokens;
+* ``itc-long``: the same, full 248 tokens (PLANET with lambda = 0);
+* ``planet`` at lambda 0.25, 0.5, 1.0 (the sweep); lambda* is the one whose mean val score
+  (mean of R@1, R@5, R@10, val queries against val tiles, final step) over seeds is best;
+* ``planet+paraphrase``: planet at lambda* reading another training style's phrasing of the
+  same scene half of the time.
 
-    .venv/bin/python benchmarks/synthcore.py [--seeds 0 1 2] [--steps 300] [--work runs/bench]
+Each run chooses its re-ranking weight alpha on val when it finishes. Test numbers are
+reported for the named recipes and for planet at lambda* only, each as its global embedding
+(alpha 0) and re-ranked (its val alpha), on both worlds and both protocols, and for the
+held-out description style. Intervals: 95% bootstrap over seeds and, within each, queries.
+
+    .venv/bin/python benchmarks/synthcore.py [--seeds 5] [--steps 800] [--parallel 2]
+
+Runs are reused when finished, so an interrupted benchmark resumes; the results JSON is
+written after every evaluation.
 """
 
 from __future__ import annotations
@@ -23,134 +33,333 @@ import json
 import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from planetloc.atomic import write_text
-from planetloc.baselines.evaluate import evaluate_text_to_signature
-from planetloc.data.images import load_tiles
-from planetloc.data.manifest import read_manifest
-from planetloc.data.synth.generate import SynthConfig, generate_world
-from planetloc.eval.evaluate import evaluate_model
-from planetloc.model.planet import Planet
-from planetloc.train.checkpoint import load_model, read_checkpoint
-from planetloc.train.config import load_config
-from planetloc.train.data import signatures_of
-from planetloc.train.trainer import train
+from planetloc.data.synth.config import SynthConfig
+from planetloc.data.synth.describe import HELD_OUT_STYLE
 
-TRAINED = {
-    "clip": ("clip", {}),
-    "crosstext2loc": ("crosstext2loc", {}),
-    "planet": ("planet", {}),
-    "planet-no-color": ("planet", {"branches": "struc,tex"}),
-    "planet-no-struc": ("planet", {"branches": "color,tex"}),
-    "planet-no-tex": ("planet", {"branches": "color,struc"}),
-}
-RERANK_ALPHA = 1.0
+WORLD = SynthConfig()
+DENSE = replace(WORLD, distractors=600, gallery_on_streets=False, gallery_spacing_m=20.0)
+LAMBDAS = (0.25, 0.5, 1.0)
+RESULTS = Path(__file__).parent / "results" / "synthcore.json"
 
 
-def world_row(report: dict) -> dict[str, float]:
-    world = report["sets"]["world"]
-    return {k: world["full"][k] for k in ("R@1", "R@5", "R@10")} | {
-        "m100 R@1": world["m100"]["R@1"]
+def recipes(best_lambda: float | None) -> dict[str, tuple[str, dict[str, Any]]]:
+    out: dict[str, tuple[str, dict[str, Any]]] = {
+        "itc-77": ("itc-77", {}),
+        "itc-long": ("itc-long", {}),
     }
+    for lam in LAMBDAS:
+        out[f"planet-l{lam}"] = ("planet", {"lambda_phy": lam})
+    if best_lambda is not None:
+        out["planet+paraphrase"] = ("planet", {"lambda_phy": best_lambda, "alt_text_prob": 0.5})
+    return out
+
+
+def _train(args: tuple[str, str, dict[str, Any], int, int, str, int]) -> dict[str, Any]:
+    """Train one run in its own process (one thread: two runs share the two cores)."""
+    name, method, extra, seed, steps, work, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from planetloc.model.checkpoint import read_checkpoint
+    from planetloc.train.config import load_config
+    from planetloc.workflows.runs import train_or_reuse
+
+    out = Path(work) / f"{name}-seed{seed}"
+    cfg = load_config(
+        method=method,
+        overrides={
+            "data": str(Path(work) / "world"),
+            "out": str(out),
+            "steps": steps,
+            "seed": seed,
+            "eval_every": max(50, steps // 8),
+            "workers": 1,
+            **extra,
+        },
+    )
+    started = time.perf_counter()
+    ckpt = train_or_reuse(cfg, progress=False)
+    info = read_checkpoint(ckpt)
+    curve = [
+        json.loads(line)
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if '"val_R@1"' in line
+    ]
+    return {
+        "name": name,
+        "seed": seed,
+        "checkpoint": str(ckpt),
+        "seconds": round(time.perf_counter() - started, 1),
+        "val_curve": curve,
+        "val_final": curve[-1] if curve else {},
+        "selection": info.extra.get("selection"),
+    }
+
+
+def _evaluate(args: tuple[str, str, str, list[tuple[str, float, str | None]], int]) -> dict:
+    """A run's test evaluations on one world, in its own process: one gallery index, then
+    each (label, alpha, style) in turn."""
+    ckpt, data, out, labels, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from planetloc.workflows.evaluation import run_evaluation
+    from planetloc.workflows.models import trained
+
+    loaded = trained(ckpt)
+    reports = {}
+    for label, alpha, style in labels:
+        report = run_evaluation(
+            data,
+            out,
+            name=label,
+            loaded=loaded,
+            rerank_alpha=alpha,
+            text_style=style,
+            progress=False,
+        )
+        world = report["sets"]["world"]
+        reports[label] = {
+            "full": world["full"],
+            "m100": world["m100"],
+            "unseen": report["sets"].get("unseen", {}).get("full"),
+            "ranks": [e["rank"] for e in report["world_errors"]],
+            "ranks_m": [e["rank_m"] for e in report["world_errors"]],
+            "truncated_fraction": report["truncated_fraction"],
+        }
+    return reports
+
+
+def val_score(run: dict[str, Any]) -> float:
+    final = run["val_final"]
+    return float(np.mean([final["val_R@1"], final["val_R@5"], final["val_R@10"]]))
+
+
+def bootstrap(
+    ranks: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Mean R@k over seeds and its 95% interval: resample seeds, then queries within each."""
+    rng = np.random.default_rng(seed)
+    hits = [(np.asarray(r) >= 0) & (np.asarray(r) < k) for r in ranks]
+    means = np.empty(draws)
+    for d in range(draws):
+        chosen = rng.integers(0, len(hits), len(hits))
+        means[d] = np.mean(
+            [hits[i][rng.integers(0, len(hits[i]), len(hits[i]))].mean() for i in chosen]
+        )
+    point = float(np.mean([h.mean() for h in hits]))
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": 100 * point,
+        "low": 100 * float(lo),
+        "high": 100 * float(hi),
+        "seeds": len(hits),
+    }
+
+
+def paired(
+    a: list[list[int]], b: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """R@k of ``a`` minus ``b`` (same queries, same seeds) with a paired 95% interval."""
+    rng = np.random.default_rng(seed)
+    diff = [
+        ((np.asarray(x) >= 0) & (np.asarray(x) < k)).astype(float)
+        - ((np.asarray(y) >= 0) & (np.asarray(y) < k)).astype(float)
+        for x, y in zip(a, b, strict=True)
+    ]
+    means = np.empty(draws)
+    for d in range(draws):
+        chosen = rng.integers(0, len(diff), len(diff))
+        means[d] = np.mean(
+            [diff[i][rng.integers(0, len(diff[i]), len(diff[i]))].mean() for i in chosen]
+        )
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": 100 * float(np.mean([d.mean() for d in diff])),
+        "low": 100 * float(lo),
+        "high": 100 * float(hi),
+    }
+
+
+def _worlds(work: Path) -> None:
+    from planetloc.data.manifest import read_manifest
+    from planetloc.data.synth.generate import generate_world
+
+    a = read_manifest(generate_world(WORLD, work / "world", workers=2), check_images=False)
+    b = read_manifest(generate_world(DENSE, work / "world-dense", workers=2), check_images=False)
+    described = {s.id: s.text for s in a.samples if s.split != "gallery"}
+    same = {s.id: s.text for s in b.samples if s.split != "gallery"}
+    if described != same:
+        raise SystemExit("the dense world must hold exactly the default world's described samples")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--work", default="runs/bench")
-    parser.add_argument("--variants", nargs="+", default=[*TRAINED, "planet+rerank", "zero-shot"])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "synthcore.json"))
+    parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     work = Path(args.work)
-    manifest = read_manifest(generate_world(SynthConfig(), work / "world", workers=2))
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
-    timings: dict[str, float] = {}
-    baseline = evaluate_text_to_signature(manifest)["sets"]["world"]["baseline"]
-    chance = float("nan")
-    for seed in args.seeds:
-        for variant in args.variants:
-            start = time.perf_counter()
-            report = run_variant(variant, seed, args.steps, manifest, work)
-            chance = 100.0 / report["sets"]["world"]["full"]["gallery"]
-            results[variant].append(world_row(report))
-            timings[f"{variant}-seed{seed}"] = round(time.perf_counter() - start, 1)
-            print(f"seed {seed} {variant:18s} {world_row(report)}", flush=True)
-            # Written after every run: an interrupted benchmark still leaves its numbers.
-            write_results(args, results, timings, chance, baseline)
-    print(f"\n{'variant':18s} " + " ".join(f"{k:>14s}" for k in ("R@1", "R@5", "R@10", "m100 R@1")))
-    for variant, stats in summarise(results).items():
-        print(
-            f"{variant:18s} "
-            + " ".join(f"{v['mean']:7.2f} +- {v['std']:4.2f}" for v in stats.values())
+    started = time.perf_counter()
+    _worlds(work)
+    seeds = list(range(args.seeds))
+    threads = max(1, (os.cpu_count() or 2) // args.parallel)
+    results: dict[str, Any] = {
+        "benchmark": "synthcore",
+        "worlds": {
+            "world": "SynthConfig() default",
+            "world-dense": "default + 600 gallery tiles/region",
+        },
+        "backbone": "minilm-cnn",
+        "steps": args.steps,
+        "seeds": seeds,
+        "lambdas": list(LAMBDAS),
+        "held_out_style": HELD_OUT_STYLE,
+        "runs": {},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+
+    def save() -> None:
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.out, json.dumps(results, indent=1) + "\n")
+
+    pool = ProcessPoolExecutor(max_workers=args.parallel)
+    # 1. Train the recipes and the lambda sweep; choose lambda on val.
+    jobs = [
+        (name, method, extra, seed, args.steps, str(work), threads)
+        for name, (method, extra) in recipes(None).items()
+        for seed in seeds
+    ]
+    for run in pool.map(_train, jobs):
+        results["runs"].setdefault(run["name"], {})[str(run["seed"])] = {"train": run}
+        print(f"trained {run['name']} seed {run['seed']} in {run['seconds']} s", flush=True)
+        save()
+    sweep = {
+        lam: float(
+            np.mean([val_score(results["runs"][f"planet-l{lam}"][str(s)]["train"]) for s in seeds])
         )
-    print(f"chance R@1 {chance:.3f}; text-to-signature baseline R@1 {baseline['R@1']:.2f}")
+        for lam in LAMBDAS
+    }
+    best = max(LAMBDAS, key=lambda lam: (sweep[lam], -lam))
+    results["selection"] = {
+        "split": "val",
+        "criterion": "mean over seeds of the final mean(R@1, R@5, R@10), val queries vs val tiles",
+        "sweep": {str(k): v for k, v in sweep.items()},
+        "itc-long (lambda 0)": float(
+            np.mean([val_score(results["runs"]["itc-long"][str(s)]["train"]) for s in seeds])
+        ),
+        "lambda": best,
+    }
+    save()
+    # 2. The paraphrase variant at the chosen lambda.
+    for run in pool.map(
+        _train,
+        [
+            (
+                "planet+paraphrase",
+                "planet",
+                {"lambda_phy": best, "alt_text_prob": 0.5},
+                s,
+                args.steps,
+                str(work),
+                threads,
+            )
+            for s in seeds
+        ],
+    ):
+        results["runs"].setdefault(run["name"], {})[str(run["seed"])] = {"train": run}
+        save()
+    # 3. Test, once, for the reported recipes: global and re-ranked, both worlds, held-out style.
+    reported = ["itc-77", "itc-long", f"planet-l{best}", "planet+paraphrase"]
+    jobs = []
+    for name in reported:
+        for s in seeds:
+            run = results["runs"][name][str(s)]["train"]
+            alpha = float((run["selection"] or {}).get("alpha", 0.0))
+            base = work / "eval" / f"{name}-seed{s}"
+            jobs.append(
+                (
+                    run["checkpoint"],
+                    str(work / "world"),
+                    str(base / "world"),
+                    [
+                        ("global", 0.0, None),
+                        ("reranked", alpha, None),
+                        ("style-global", 0.0, HELD_OUT_STYLE),
+                        ("style-reranked", alpha, HELD_OUT_STYLE),
+                    ],
+                    threads,
+                )
+            )
+            jobs.append(
+                (
+                    run["checkpoint"],
+                    str(work / "world-dense"),
+                    str(base / "world-dense"),
+                    [
+                        ("dense-global", 0.0, None),
+                        ("dense-reranked", alpha, None),
+                    ],
+                    threads,
+                )
+            )
+    keys = [(name, s) for name in reported for s in seeds for _ in range(2)]
+    for (name, s), reports in zip(keys, pool.map(_evaluate, jobs), strict=True):
+        results["runs"][name][str(s)].update(reports)
+        save()
+    pool.shutdown()
+    results["summary"] = summarise(results, reported, seeds)
+    save()
+    print(json.dumps(results["summary"], indent=1))
     return 0
 
 
-def run_variant(variant: str, seed: int, steps: int, manifest, work: Path) -> dict:
-    if variant == "zero-shot":
-        torch.manual_seed(seed)
-        cfg = load_config(method="planet", overrides={"seed": seed})
-        model = Planet(cfg.model)
-        tiles = load_tiles(
-            manifest, manifest.by_split("train"), size=cfg.model.image_size, progress=False
-        )
-        model.signature_heads.set_statistics(signatures_of(model, tiles))
-        return evaluate_model(model, manifest, progress=False)
-    base = "planet" if variant == "planet+rerank" else variant
-    method, extra = TRAINED[base]
-    out = work / f"{base}-seed{seed}"
-    overrides = {"data": str(manifest.path), "out": str(out), "steps": steps, "seed": seed, **extra}
-    cfg = load_config(method=method, overrides=overrides)
-    ckpt = out / "checkpoint.pt"
-    if not (ckpt.exists() and read_checkpoint(ckpt)["step"] >= steps):
-        train(cfg, resume=ckpt.exists(), progress=False)
-    alpha = RERANK_ALPHA if variant == "planet+rerank" else 0.0
-    return evaluate_model(load_model(ckpt), manifest, progress=False, rerank_alpha=alpha)
-
-
-def summarise(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    out = {}
-    for variant, rows in results.items():
-        if rows:
-            out[variant] = {
-                k: {
-                    "mean": float(np.mean([r[k] for r in rows])),
-                    "std": float(np.std([r[k] for r in rows])),
-                    "n": len(rows),
-                }
-                for k in rows[0]
+def summarise(results: dict[str, Any], reported: list[str], seeds: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in reported:
+        runs = [results["runs"][name][str(s)] for s in seeds]
+        row: dict[str, Any] = {}
+        for label in (
+            "global",
+            "reranked",
+            "dense-global",
+            "dense-reranked",
+            "style-global",
+            "style-reranked",
+        ):
+            ranks = [r[label]["ranks"] for r in runs]
+            ranks_m = [r[label]["ranks_m"] for r in runs]
+            row[label] = {
+                "R@1": bootstrap(ranks, 1),
+                "R@5": bootstrap(ranks, 5),
+                "R@10": bootstrap(ranks, 10),
+                "m100 R@1": bootstrap(ranks_m, 1),
+                "m100 R@10": bootstrap(ranks_m, 10),
             }
-    return out
-
-
-def write_results(
-    args: argparse.Namespace, results: dict, timings: dict, chance: float, baseline: dict
-) -> None:
-    payload = {
-        "benchmark": "synthcore",
-        "world": "SynthConfig() default, seed 0",
-        "steps": args.steps,
-        "seeds": args.seeds,
-        "rerank_alpha": RERANK_ALPHA,
-        "chance_R@1": chance,
-        "text_to_signature_baseline": baseline,
-        "summary": summarise(results),
-        "per_seed": results,
-        "seconds": timings,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
+        row["alpha"] = [float((r["train"]["selection"] or {}).get("alpha", 0.0)) for r in runs]
+        out[name] = row
+    planet = f"planet-l{results['selection']['lambda']}"
+    a = [results["runs"][planet][str(s)]["global"]["ranks"] for s in seeds]
+    b = [results["runs"]["itc-long"][str(s)]["global"]["ranks"] for s in seeds]
+    out["L_phy effect (planet - itc-long, global embedding)"] = {
+        f"R@{k}": paired(a, b, k) for k in (1, 5, 10)
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.out, json.dumps(payload, indent=1) + "\n")
+    ar = [results["runs"][planet][str(s)]["reranked"]["ranks"] for s in seeds]
+    out["L_phy effect (planet re-ranked - itc-long)"] = {
+        f"R@{k}": paired(ar, b, k) for k in (1, 5, 10)
+    }
+    return out
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ from planetloc.builder.config import (
     StreetViewConfig,
     load_build_config,
 )
-from planetloc.builder.describe import check_description, load_prompt, place_names
+from planetloc.builder.describe import check_description, place_names
 from planetloc.builder.fetch import Redactor, TokenBucket, parse_retry_after
 from planetloc.builder.loopback import pattern
+from planetloc.builder.prompt import load_prompt
 from planetloc.builder.sampling import read_points_file, resolve_regions, sample_region
 from planetloc.builder.write import held_out_regions
 from planetloc.errors import PlanetlocError

@@ -556,7 +556,7 @@ def test_street_images_are_located_alone_or_with_text(
 @pytest.mark.parametrize(
     ("upload", "status", "message"),
     [
-        (("v.png", b"not an image at all", "image/png"), 422, "unreadable image"),
+        (("v.png", b"not an image at all", "image/png"), 422, "not an image format"),
         (("v.png", b"", "image/png"), 422, "the image is empty (0 bytes)"),
         (("v.png", _png((64, 64)), "image/png"), 422, "this model reads views of ratio 4.00"),
         (("v.txt", b"hello", "text/plain"), 415, "send an image"),
@@ -609,7 +609,7 @@ def test_one_bad_query_in_a_batch_fails_alone(
     batcher.close()
     assert calls[0] == 3 and calls[1:] == [1, 1, 1]  # the batch, then each query on its own
     assert good.query == "text" and image.query == "image" and len(image.tiles) == 2
-    assert isinstance(bad, PlanetlocError) and "unreadable image" in str(bad)
+    assert isinstance(bad, PlanetlocError) and "not an image format" in str(bad)
 
 
 # --------------------------------------------------------------------------- the page

@@ -60,6 +60,28 @@ def test_interrupted_generation_resumes_to_the_same_world(tmp_path: Path) -> Non
     assert first_tile.stat().st_mtime_ns == stamp  # finished regions are not redone
 
 
+def test_a_denser_gallery_keeps_every_described_sample(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    sparse = read_manifest(generate_world(replace(TINY, regions=2), tmp_path / "a"))
+    dense_cfg = replace(TINY, regions=2, distractors=40, gallery_on_streets=False)
+    dense = read_manifest(generate_world(dense_cfg, tmp_path / "b"))
+    described = [s for s in sparse.samples if s.split != "gallery"]
+    same = {s.id: s for s in dense.samples if s.split != "gallery"}
+    assert len(same) == len(described) and len(dense.by_split("gallery")) == 80
+    for s in described:
+        twin = same[s.id]
+        assert (twin.text, twin.split, twin.lat, twin.lon) == (s.text, s.split, s.lat, s.lon)
+        assert dense.resolve(twin.sat_path).read_bytes() == sparse.resolve(s.sat_path).read_bytes()
+
+
+def test_synth_refuses_a_folder_holding_other_files(tmp_path: Path) -> None:
+    (tmp_path / "manifest.jsonl").write_text("someone's work\n")
+    with pytest.raises(PlanetlocError, match="holds no SynthCORE world"):
+        generate_world(TINY, tmp_path)
+    assert (tmp_path / "manifest.jsonl").read_text() == "someone's work\n"
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
     generate_world(TINY, tmp_path)
     with pytest.raises(PlanetlocError, match=r"other settings \(per_region\)"):

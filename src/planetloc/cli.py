@@ -80,12 +80,25 @@ def numbers(count: int, what: str):
     return parse
 
 
-def output_folder(path: str) -> Path:
-    """An --out folder: may exist (to resume), must not be a file."""
+def output_folder(path: str | Path) -> Path:
+    """An --out folder: may exist (to resume), must not be a file (nor lie under one)."""
     p = Path(path)
-    if p.exists() and not p.is_dir():
+    resolved = p.resolve()
+    if resolved.exists() and not resolved.is_dir():
         raise PlanetlocError(f"{p}: --out must be a folder, and this is a file")
-    return p
+    for parent in resolved.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PlanetlocError(f"{p}: {parent} is a file, not a folder")
+            break
+    return resolved
+
+
+def port_number(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 0-65535, got {value}")
+    return value
 
 
 # --------------------------------------------------------------------------- data commands
@@ -220,8 +233,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from planetloc.eval.report import comparison_table
+    from planetloc.eval.report import check_name, comparison_table
     from planetloc.workflows.evaluation import run_evaluation
+
+    try:
+        check_name(args.name)
+    except PlanetlocError as err:
+        raise PlanetlocError(f"--name: {err}") from None
 
     report = run_evaluation(
         args.data,
@@ -645,7 +663,7 @@ def _add_index(sub) -> None:
     p.add_argument("--index", required=True, help="index folder")
     p.add_argument("--checkpoint", help="model checkpoint (default: the one that built the index)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=non_negative_int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument(
         "--basemap",
         help="an XYZ tile URL template for the map's background, e.g. "
@@ -771,6 +789,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as err:
+        # A path the system refuses (too long, no permission...): one line naming it.
+        name = str(err.filename or "")
+        shown = name if len(name) <= 80 else f"{name[:40]}...{name[-20:]}"
+        print(f"planetloc: error: {shown}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ def read_mapping(path: str | os.PathLike[str], what: str = "config") -> dict[str
         raise PlanetlocError(f"{p}: {what} file not found")
     try:
         loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise PlanetlocError(f"{p}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
-        raise PlanetlocError(f"{p}: invalid YAML ({err})") from None
+        raise PlanetlocError(f"{p}: invalid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(loaded, dict):
         raise PlanetlocError(f"{p}: a {what} file must hold a mapping")
     return loaded

@@ -5,6 +5,7 @@ Secrets never appear here: providers name the environment variable that holds a 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -171,6 +172,17 @@ class BuildConfig:
             part = getattr(self, section)
             positive[f"{section}.max_concurrency"] = part.max_concurrency
             positive[f"{section}.rate_per_s"] = part.rate_per_s
+        for section in SECTIONS:
+            for f in fields(getattr(self, section)):
+                value = getattr(getattr(self, section), f.name)
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    continue
+                if not math.isfinite(value):
+                    raise PlanetlocError(
+                        f"{section}.{f.name} must be a finite number, got {value!r}"
+                    )
+                if value < 0:
+                    raise PlanetlocError(f"{section}.{f.name} must not be negative, got {value!r}")
         for key, value in positive.items():
             if not value > 0:
                 raise PlanetlocError(f"{key} must be positive, got {value!r}")
@@ -228,7 +240,7 @@ def output_settings(cfg: BuildConfig, stage: str) -> dict[str, Any]:
     """The part of a stage's section its outputs depend on (see ``WorkStore.check_settings``)."""
     section = asdict(getattr(cfg, stage))
     if stage == "describe":
-        from planetloc.builder.describe import load_prompt
+        from planetloc.builder.prompt import load_prompt
 
         section["prompt_file"] = load_prompt(cfg.describe).digest  # the text, not the path
     return {k: v for k, v in section.items() if k not in _NOT_OUTPUT}

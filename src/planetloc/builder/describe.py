@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from planetloc.atomic import write_text
 from planetloc.builder.config import DescribeConfig, HttpConfig, secret_from_env
 from planetloc.builder.fetch import BadResponse, FetchFailed, Provider, Redactor, require_json
 from planetloc.builder.imagery import decode_image, encode_jpeg, shrink
+from planetloc.builder.prompt import load_prompt
 from planetloc.errors import PlanetlocError
 from planetloc.geo.regions import Region, load_catalog
 
@@ -31,36 +31,6 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _FIRST_PERSON = re.compile(r"\b(I|I'm|I am|my|me)\b")
-
-
-@dataclass
-class Prompt:
-    system: str
-    user: str
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(f"{self.system}\x00{self.user}".encode()).hexdigest()
-
-
-def load_prompt(cfg: DescribeConfig) -> Prompt:
-    """The prompt template (``system`` / ``---`` / ``user``) with word bounds filled in."""
-    if cfg.prompt_file:
-        path = Path(cfg.prompt_file)
-        if not path.is_file():
-            raise PlanetlocError(f"{path}: describe.prompt_file not found")
-        text = path.read_text(encoding="utf-8")
-    else:
-        text = resources.files("planetloc.builder").joinpath("prompts/describe.txt").read_text()
-    system, sep, user = text.partition("\n---\n")
-    if not sep:
-        system, user = "", text
-    fill = {"{min_words}": str(cfg.min_words), "{max_words}": str(cfg.max_words)}
-    for key, value in fill.items():
-        system, user = system.replace(key, value), user.replace(key, value)
-    if not user.strip():
-        raise PlanetlocError("the describe prompt has no user part")
-    return Prompt(system.strip(), user.strip())
 
 
 def place_names(region: Region, extra: list[str]) -> list[str]:

@@ -314,14 +314,23 @@ def build_manifest(
 
 
 def refuse_overwrite(path: Path) -> Path:
-    """``path`` for a new manifest; an existing file is never replaced."""
-    if path.is_dir():
+    """The resolved ``path`` for a new manifest; an existing file is never replaced.
+
+    Resolved first, so that ``missing/../kept.jsonl`` is recognised as ``kept.jsonl``.
+    """
+    resolved = Path(path).resolve()
+    if resolved.is_dir():
         raise PlanetlocError(f"{path}: --out must name a manifest file, and this is a folder")
-    if path.exists():
+    if resolved.exists():
         raise PlanetlocError(
             f"{path} already exists; nothing was overwritten (choose another --out or remove it)"
         )
-    return path
+    for parent in resolved.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PlanetlocError(f"{path}: {parent} is a file, not a folder")
+            break
+    return resolved
 
 
 def split_counts(samples: Iterable[Sample]) -> dict[str, int]:

@@ -59,7 +59,8 @@ def check_record(record: dict[str, Any]) -> tuple[Sample | None, str | None]:
         value = record[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"field {name!r} must be a number, got {value!r}"
-        if math.isnan(value) or not -bound <= value <= bound:
+        # Compare before converting: an integer too large for a float is simply out of range.
+        if (isinstance(value, float) and math.isnan(value)) or not -bound <= value <= bound:
             return None, f"field {name!r} = {value} is outside [-{bound:g}, {bound:g}]"
         coords[name] = float(value)
     if record["split"] not in SPLITS:

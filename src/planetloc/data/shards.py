@@ -13,6 +13,7 @@ sharded datasets too.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planetloc.atomic import atomic_path
+from planetloc.atomic import atomic_path, write_text
 from planetloc.errors import PlanetlocError
 
 MEMBER_SEP = "#"
@@ -110,6 +111,23 @@ def _image_member(group: dict[str, Any], role: str) -> bytes | None:
     return None
 
 
+def tar_is_complete(path: Path) -> bool:
+    """Whether a tar ends as a written tar does: whole 512-byte blocks, the last two zero.
+
+    A tar cut short at a header boundary reads as a shorter valid archive, silently losing
+    samples; its end betrays it.
+    """
+    try:
+        size = path.stat().st_size
+        if size < 1024 or size % 512:
+            return False
+        with open(path, "rb") as fh:
+            fh.seek(size - 1024)
+            return fh.read(1024) == bytes(1024)
+    except OSError:
+        return False
+
+
 def iter_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
     """Every sample of one shard, in tar order.
 
@@ -119,6 +137,8 @@ def iter_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     p = Path(path)
+    if p.is_file() and not tar_is_complete(p):
+        raise PlanetlocError(f"{p}: truncated or damaged shard (it does not end as a tar does)")
     try:
         fh = open(p, "rb")  # noqa: SIM115 (opened here to name the shard if it fails)
     except OSError as err:
@@ -183,46 +203,62 @@ def find_shards(data: str | os.PathLike[str]) -> list[Path]:
     return paths
 
 
-def write_dataset_shards(
-    table: Any, out: str | os.PathLike[str], *, shard_size: int = 1000
-) -> list[Path]:
-    """Pack a manifest's samples into ``out/shards/part-NNNNNN.tar`` and write
-    ``out/manifest.parquet`` whose image paths point into the shards (``tar#member``).
+SPLITS_FILE = ".planetloc-splits.json"
+DAMAGED = "*damaged*"
 
-    ``table`` is a :class:`~planetloc.data.table.SampleTable` (rows kept in its order).
+
+def shard_split_counts(paths: list[Path]) -> dict[str, dict[str, int]]:
+    """How many samples of each split every shard holds, by shard file name.
+
+    Read from the records (``.json`` members only; images are skipped) and remembered beside
+    the shards, keyed by each shard's size and modification time, so a dataset is scanned
+    once. A folder that cannot be written to is scanned each time.
     """
-    from planetloc.data.manifest import write_manifest
-
-    if shard_size < 1:
-        raise PlanetlocError(f"shard size must be at least 1, got {shard_size}")
-    root = Path(out)
-    paths: list[Path] = []
-    samples = []
-    for start in range(0, len(table), shard_size):
-        name = f"part-{start // shard_size:06d}.tar"
-        members: list[tuple[str, bytes]] = []
-        for row in range(start, min(len(table), start + shard_size)):
-            sample = table.sample(row)
-            key = sample_key(sample.id)
-            sat = table.resolve(sample.sat_path)
-            ext = Path(str(sat)).suffix.lstrip(".").lower() or "png"
-            members.append((f"{key}.sat.{ext}", _read_any(sat)))
-            sample.sat_path = f"shards/{name}{MEMBER_SEP}{key}.sat.{ext}"
-            if sample.street_path:
-                street = table.resolve(sample.street_path)
-                sext = Path(str(street)).suffix.lstrip(".").lower() or "jpg"
-                members.append((f"{key}.street.{sext}", _read_any(street)))
-                sample.street_path = f"shards/{name}{MEMBER_SEP}{key}.street.{sext}"
-            record = json.dumps(sample.to_dict(), sort_keys=True, ensure_ascii=False)
-            members.append((f"{key}.json", record.encode("utf-8")))
-            samples.append(sample)
-        write_tar(root / "shards" / name, members)
-        paths.append(root / "shards" / name)
-    write_manifest(samples, root / "manifest.parquet")
-    return paths
+    if not paths:
+        return {}
+    folder = Path(paths[0]).parent
+    cache_path = folder / SPLITS_FILE
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    counts: dict[str, dict[str, int]] = {}
+    changed = False
+    for path in paths:
+        stat = Path(path).stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        entry = cache.get(Path(path).name)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp:
+            counts[Path(path).name] = entry["splits"]
+            continue
+        splits = _count_splits(Path(path))
+        cache[Path(path).name] = {"stamp": stamp, "splits": splits}
+        counts[Path(path).name] = splits
+        changed = True
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only dataset: counted again next time
+            write_text(cache_path, json.dumps(cache, sort_keys=True))
+    return counts
 
 
-def _read_any(path: Path) -> bytes:
-    from planetloc.data.images import read_image_bytes
-
-    return read_image_bytes(path)
+def _count_splits(path: Path) -> dict[str, int]:
+    splits: dict[str, int] = {}
+    if not tar_is_complete(path):
+        return {DAMAGED: 1}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if info.isreg() and info.name.endswith(".json"):
+                    fh = tar.extractfile(info)
+                    try:
+                        record = json.loads(fh.read()) if fh else None
+                    except ValueError:
+                        continue  # the reader reports a bad record where it meets it
+                    if isinstance(record, dict):
+                        split = str(record.get("split", ""))
+                        splits[split] = splits.get(split, 0) + 1
+    except (tarfile.TarError, OSError, EOFError):
+        # A damaged shard goes to every split's readers, so one of them meets it and stops
+        # with its one-line error (or skips it and counts, with --on-bad-sample skip).
+        splits[DAMAGED] = 1
+    return splits

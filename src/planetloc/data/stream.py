@@ -32,7 +32,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from planetloc.data.images import decode_rgb, read_image_bytes
 from planetloc.data.manifest import find_manifest, parquet_record
 from planetloc.data.schema import check_record
-from planetloc.data.shards import RawSample, find_shards, iter_shard, sample_key
+from planetloc.data.shards import (
+    DAMAGED,
+    RawSample,
+    find_shards,
+    iter_shard,
+    sample_key,
+    shard_split_counts,
+)
 from planetloc.errors import PlanetlocError
 from planetloc.stable_hash import stable_int
 
@@ -56,7 +63,12 @@ class StreamSpec:
     alt_text_prob: float = 0.0  # chance of training on another phrasing of the same scene
     neighbours: int = 0  # >1: batches made of groups of this many geographic neighbours
     on_bad_sample: str = "fail"  # "fail" or "skip" (skipped samples are counted)
-    signatures: Any = None  # a SignatureConfig: compute physical signatures in the workers
+    # How DataLoader workers start: "fork" (fast), or "spawn" once this process has initialised
+    # CUDA, which forked workers cannot share safely.
+    start_method: str = "fork"
+    # Pixel statistics computed per batch in the workers, e.g. the model's physical signatures:
+    # (B, 3, H, W) uint8 tiles -> {name: (B, D) tensor}.
+    signatures: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
 
 
 class Source:
@@ -64,7 +76,8 @@ class Source:
 
     description: str
 
-    def parts(self) -> list[Any]:
+    def parts(self, split: str) -> list[Any]:
+        """The parts holding at least one sample of ``split``."""
         raise NotImplementedError
 
     def iter_part(self, part: Any) -> Iterator[RawSample]:
@@ -80,8 +93,10 @@ class ShardSource(Source):
         self.paths = [Path(p) for p in paths]
         self.description = f"{len(self.paths)} shards in {self.paths[0].parent}"
 
-    def parts(self) -> list[Any]:
-        return list(self.paths)
+    def parts(self, split: str) -> list[Any]:
+        counts = shard_split_counts(self.paths)
+        held = [p for p in self.paths if counts[p.name].get(split, 0) or DAMAGED in counts[p.name]]
+        return held
 
     def iter_part(self, part: Any) -> Iterator[RawSample]:
         return iter_shard(part)
@@ -91,38 +106,52 @@ class ManifestSource(Source):
     """A manifest with images beside it: one part per block of rows.
 
     JSONL parts are byte ranges found by one pass over the file (memory: one offset per
-    block); Parquet parts are ranges of rows read by batches.
+    block); Parquet parts are ranges of rows read by batches. The same pass counts each
+    block's splits, so no reader is dealt blocks without a sample of its split.
     """
 
     def __init__(self, path: Path, *, block_rows: int = MANIFEST_BLOCK_ROWS) -> None:
         self.path = Path(path)
+        if not self.path.is_file():
+            raise PlanetlocError(f"{self.path}: manifest not found")
+        if self.path.suffix not in (".jsonl", ".parquet"):
+            raise PlanetlocError(f"{self.path}: a manifest is a .jsonl or .parquet file")
         self.root = self.path.parent
         self.block_rows = block_rows
         self.description = str(self.path)
-        self._blocks = self._find_blocks()
+        self._blocks, self._splits = self._find_blocks()
 
-    def _find_blocks(self) -> list[tuple[int, int, int]]:
-        """(byte offset or first row, first line/row number, rows) of every block."""
+    def _find_blocks(self) -> tuple[list[tuple[int, int, int]], list[set[str]]]:
+        """(byte offset or first row, first line/row number, rows) of every block, and the
+        splits each block holds."""
         blocks: list[tuple[int, int, int]] = []
+        splits: list[set[str]] = []
         if self.path.suffix == ".jsonl":
             with open(self.path, "rb") as fh:
                 offset, count, start, first = 0, 0, 0, 1
+                seen: set[str] = set()
                 for lineno, line in enumerate(fh, start=1):
                     if count == self.block_rows:
                         blocks.append((start, first, count))
-                        start, first, count = offset, lineno, 0
+                        splits.append(seen)
+                        start, first, count, seen = offset, lineno, 0, set()
                     offset += len(line)
                     count += 1
+                    seen.add(_split_of(line))
                 if count:
                     blocks.append((start, first, count))
-            return blocks
+                    splits.append(seen)
+            return blocks, splits
         import pyarrow.parquet as pq
 
-        rows = pq.ParquetFile(self.path).metadata.num_rows
-        return [(s, s, min(self.block_rows, rows - s)) for s in range(0, rows, self.block_rows)]
+        column = pq.read_table(self.path, columns=["split"])["split"].to_pylist()
+        for s in range(0, len(column), self.block_rows):
+            blocks.append((s, s, min(self.block_rows, len(column) - s)))
+            splits.append(set(column[s : s + self.block_rows]))
+        return blocks, splits
 
-    def parts(self) -> list[Any]:
-        return list(self._blocks)
+    def parts(self, split: str) -> list[Any]:
+        return [b for b, held in zip(self._blocks, self._splits, strict=True) if split in held]
 
     def _rows(
         self, part: tuple[int, int, int]
@@ -180,6 +209,15 @@ class ManifestSource(Source):
             )
 
 
+def _split_of(line: bytes) -> str:
+    """The split of a JSONL row ("" when unreadable: the reader reports it in place)."""
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return record.get("split", "") if isinstance(record, dict) else ""
+
+
 def open_source(data: str | Path) -> Source:
     """Shards when the dataset has them (or ``data`` names them), else its manifest."""
     shards = find_shards(data)
@@ -210,9 +248,9 @@ class TrainStream(IterableDataset):
         self.source = source
         self.spec = spec
         self.start_step = start_step
-        self.parts = source.parts()
+        self.parts = source.parts(spec.split)
         if not self.parts:
-            raise PlanetlocError(f"{source.description}: no training data")
+            raise PlanetlocError(f"{source.description}: no {spec.split!r} samples")
 
     # ---------------------------------------------------------------- raw, undecoded stream
     def _reader(self) -> tuple[int, int, int, int]:
@@ -361,10 +399,19 @@ def north_aligned(panorama: np.ndarray, heading_deg: float, where: str = "") -> 
     return np.roll(panorama, shift, axis=1)
 
 
-def collate(signatures: Any = None) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-    """Batch builder run in the workers; also computes the tiles' physical signatures there."""
+class Collate:
+    """Batch builder run in the workers; also computes the tiles' signatures there.
 
-    def build(items: list[dict[str, Any]]) -> dict[str, Any]:
+    A class rather than a closure so that it pickles: workers started with ``spawn``
+    (needed once the training process has initialised CUDA) receive it by pickling.
+    """
+
+    def __init__(
+        self, signatures: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+    ) -> None:
+        self.signatures = signatures
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "keys": [i["key"] for i in items],
             "texts": [i["text"] for i in items],
@@ -376,13 +423,9 @@ def collate(signatures: Any = None) -> Callable[[list[dict[str, Any]]], dict[str
         }
         if "street" in items[0]:
             out["street"] = torch.stack([i["street"] for i in items])
-        if signatures is not None:
-            from planetloc.model.signatures import physical_signatures
-
-            out["signatures"] = physical_signatures(out["tiles"], signatures)
+        if self.signatures is not None:
+            out["signatures"] = self.signatures(out["tiles"])
         return out
-
-    return build
 
 
 def _worker_init(_: int) -> None:
@@ -397,11 +440,11 @@ def train_loader(source: Source, spec: StreamSpec, *, start_step: int = 0) -> Da
         stream,
         batch_size=spec.batch_size,
         num_workers=spec.workers,
-        collate_fn=collate(spec.signatures),
+        collate_fn=Collate(spec.signatures),
         worker_init_fn=_worker_init if spec.workers else None,
         prefetch_factor=4 if spec.workers else None,
         persistent_workers=False,
-        multiprocessing_context="fork" if spec.workers else None,
+        multiprocessing_context=spec.start_method if spec.workers else None,
         # Its own generator: making an iterator must not draw from the global one, or a
         # resumed run (which restores that generator) would drift from the original.
         generator=torch.Generator().manual_seed(spec.seed),

@@ -15,7 +15,7 @@ Report schema (``planetloc-evaluation-v2``)::
      "sets": {set: {"full": metrics, "m<m>": metrics,
                     "regions": {region: {"queries", "R@1", "R@5", "R@10"}}}},
      "examples": [{query, text, lat, lon, top: [{id, lat, lon, true}]}],
-     "world_errors": [{lat, lon, rank}]}
+     "world_errors": [{lat, lon, rank, rank_m}]}   (rank_m: under the m-nearest protocol)
 """
 
 from __future__ import annotations
@@ -180,6 +180,21 @@ def set_metrics(ranking: Ranking, es: EvalSet, *, protocol: str = "planetloc") -
     }
 
 
+def check_query(model: Any, query: str, joint_score: str) -> None:
+    """Refuse a query kind the model was not trained for, before any encoding."""
+    from planetloc.model.planet import JOINT_SCORES, QUERY_KINDS
+
+    if query not in QUERY_KINDS:
+        raise PlanetlocError(f"query must be one of {', '.join(QUERY_KINDS)}, got {query!r}")
+    if joint_score not in JOINT_SCORES:
+        raise PlanetlocError(f"joint score must be one of {', '.join(JOINT_SCORES)}")
+    cfg = model.cfg
+    if query in ("text", "joint") and not cfg.uses_text:
+        raise PlanetlocError("this model was trained on street images only (model.query=image)")
+    if query in ("image", "joint") and not cfg.uses_street:
+        raise PlanetlocError("this model was not trained on street images (model.query=text)")
+
+
 def _subset(queries: Queries, positions: np.ndarray) -> Queries:
     return queries.take(positions)
 
@@ -224,8 +239,19 @@ def evaluate_model(
         raise PlanetlocError(f"--nearest must be planetloc or cvg-text, got {nearest!r}")
     query = query or model.cfg.query
     joint_score = joint_score or model.cfg.joint_score
+    check_query(model, query, joint_score)
     table = evaluation_table(data)
     sets = evaluation_sets(table)
+    query_rows = np.unique(np.concatenate([s.queries for s in sets]))
+    if query in ("text", "joint"):
+        query_texts(table, query_rows, text_style)  # a missing phrasing stops before any work
+    if query in ("image", "joint"):
+        missing = [str(table.id[r]) for r in query_rows if not table.street_path[r]]
+        if missing:
+            raise PlanetlocError(
+                f"{table.path}: sample {missing[0]!r} (and {len(missing) - 1} more) has no "
+                "street view (street_path), which image queries need"
+            )
     encoder = Encoder(model, device=device)
     gallery_rows = np.arange(len(table))
     # Every row of the test table is a gallery tile (queries' own tiles and distractors).
@@ -240,7 +266,6 @@ def evaluate_model(
     )
     index = GalleryIndex.open(index_dir)
     gallery = Gallery(embeddings=index.embeddings, phys=index.phys)
-    query_rows = np.unique(np.concatenate([s.queries for s in sets]))
     queries, truncated = encode_queries(
         encoder,
         table,
@@ -282,7 +307,12 @@ def evaluate_model(
         if es.name == "world":
             report["examples"] = _examples(full, es, table, examples)
             report["world_errors"] = [
-                {"lat": float(table.lat[r]), "lon": float(table.lon[r]), "rank": int(full.ranks[i])}
+                {
+                    "lat": float(table.lat[r]),
+                    "lon": float(table.lon[r]),
+                    "rank": int(full.ranks[i]),
+                    "rank_m": int(near.ranks[i]),
+                }
                 for i, r in enumerate(es.queries.tolist())
             ]
     return report

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_text
 from planetloc.data.table import SampleTable
+from planetloc.errors import PlanetlocError
 from planetloc.eval.figures import error_map_png, recall_curve_png, retrieval_examples_png
 
 TABLE_KEYS = ("R@1", "R@5", "R@10", "L@50", "L@100", "median_error_km")
+
+
+def check_name(name: str) -> str:
+    """A report's file stem: a plain name, never a path (which could write anywhere)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", name) or ".." in name:
+        raise PlanetlocError(
+            f"report name {name!r} must be a plain file name (letters, digits, . _ + -)"
+        )
+    return name
 
 
 def comparison_table(reports: dict[str, dict[str, Any]], protocol: str = "full") -> str:
@@ -58,6 +69,7 @@ def write_report(
     report: dict[str, Any], table: SampleTable, out: str | os.PathLike[str], *, name: str
 ) -> None:
     """Write ``<name>.json`` and ``<name>.md``, and ``<name>_{recall,errors,examples}.png``."""
+    check_name(name)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / f"{name}.json", json.dumps(report, indent=1, allow_nan=False) + "\n")

@@ -74,6 +74,18 @@ def factory_string(params: SearchParams, n: int, dim: int) -> str:
     return f"IVF{nlist},PQ{pq_m}x{bits}{refine}"
 
 
+def factory_string_check(params: SearchParams, n: int, dim: int) -> None:
+    """Refuse a factory string FAISS cannot parse (the empty index costs nothing to make)."""
+    import faiss
+
+    spec = factory_string(params, n, dim)
+    try:
+        faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[-120:]
+        raise PlanetlocError(f"FAISS cannot build index {spec!r}: {detail}") from None
+
+
 def _apply(index: Any, params: SearchParams) -> None:
     import faiss
 
@@ -101,7 +113,8 @@ def make_faiss(vectors: np.ndarray, params: SearchParams) -> tuple[Any, SearchPa
     try:
         index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as err:
-        raise PlanetlocError(f"FAISS cannot build index {spec!r}: {err}") from None
+        detail = " ".join(str(err).split())[-120:]
+        raise PlanetlocError(f"FAISS cannot build index {spec!r}: {detail}") from None
     if hasattr(index, "hnsw"):
         index.hnsw.efConstruction = params.ef_construction
     if not index.is_trained:

@@ -35,7 +35,7 @@ from planetloc.atomic import atomic_path, write_bytes, write_text
 from planetloc.data.images import decode_rgb, read_image_bytes
 from planetloc.data.table import SampleTable
 from planetloc.errors import PlanetlocError
-from planetloc.index.search import SearchParams, make_faiss, open_faiss
+from planetloc.index.search import SearchParams, factory_string_check, make_faiss, open_faiss
 from planetloc.model.inference import Encoder
 from planetloc.model.physics import BRANCHES
 
@@ -127,6 +127,8 @@ def build_index(
     rows = np.asarray(rows, dtype=np.int64)
     if not len(rows):
         raise PlanetlocError(f"{table.path}: no gallery tiles to index")
+    # A factory string FAISS cannot parse is refused before the gallery is encoded.
+    factory_string_check(options.search, len(rows), encoder.model.cfg.embed_dim)
     tile_m = options.tile_size_m
     if tile_m is None:
         try:
@@ -252,7 +254,7 @@ class GalleryIndex:
     @property
     def tile_size_m(self) -> float:
         size = self.info.get("tile_size_m")
-        if not isinstance(size, int | float) or not size > 0:
+        if isinstance(size, bool) or not isinstance(size, int | float) or not 0 < size < 1e6:
             raise PlanetlocError(
                 f"{self.folder}: the index does not record its tiles' size; rebuild it with "
                 "`planetloc index build --tile-size-m METRES`"

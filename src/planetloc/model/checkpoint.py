@@ -187,7 +187,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     if meta.get("format") != FORMAT:
         raise PlanetlocError(f"{p}: not a planetloc checkpoint (expected format {FORMAT})")
     try:
-        return CheckpointInfo(
+        info = CheckpointInfo(
             path=p,
             model_config=json.loads(meta["model_config"]),
             train_config=json.loads(meta["train_config"]),
@@ -197,6 +197,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         )
     except (KeyError, ValueError) as err:
         raise PlanetlocError(f"{p}: damaged checkpoint header ({err})") from None
+    for name in ("model_config", "train_config", "extra"):
+        if not isinstance(getattr(info, name), dict):
+            raise PlanetlocError(f"{p}: damaged checkpoint header ({name} is not an object)")
+    return info
 
 
 def read_tensors(info: CheckpointInfo, prefix: str) -> dict[str, torch.Tensor]:

@@ -30,11 +30,40 @@ _BLOCK = {
 def clip_config_from_openclip(model_cfg: dict[str, Any]) -> Any:
     """A transformers CLIPConfig with the shapes of an open_clip ``model_cfg``."""
     from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # its token-id notes are not a user's concern here
     vision, text = model_cfg["vision_cfg"], model_cfg["text_cfg"]
+    if not isinstance(vision, dict) or not isinstance(text, dict):
+        raise PlanetlocError("open_clip config: vision_cfg and text_cfg must be objects")
     if isinstance(vision.get("layers"), list | tuple):
         raise PlanetlocError(
             "open_clip ResNet image towers are not supported; use a ViT checkpoint"
+        )
+    sizes = {
+        "embed_dim": model_cfg.get("embed_dim"),
+        "vision_cfg.width": vision.get("width"),
+        "vision_cfg.layers": vision.get("layers"),
+        "vision_cfg.image_size": vision.get("image_size"),
+        "vision_cfg.patch_size": vision.get("patch_size"),
+        "vision_cfg.head_width": vision.get("head_width", 64),
+        "text_cfg.width": text.get("width"),
+        "text_cfg.layers": text.get("layers"),
+        "text_cfg.heads": text.get("heads", 8),
+        "text_cfg.context_length": text.get("context_length", 77),
+        "text_cfg.vocab_size": text.get("vocab_size", 49408),
+    }
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PlanetlocError(
+                f"open_clip config: {name} must be a positive integer, got {value!r}"
+            )
+    if (
+        vision["image_size"] % vision["patch_size"]
+        or vision["width"] % sizes["vision_cfg.head_width"]
+    ):
+        raise PlanetlocError(
+            "open_clip config: image_size must be a multiple of patch_size and width of head_width"
         )
     act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     v_width = int(vision["width"])
@@ -147,7 +176,11 @@ def load_openclip(
         raise PlanetlocError(f"open_clip config lacks or mangles a field ({err})") from None
     model = CLIPModel(clip_config)
     converted = convert_state_dict(state)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(converted, strict=False)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
+        raise PlanetlocError(f"{ckpt}: checkpoint does not fit the config ({first})") from None
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise PlanetlocError(
@@ -186,7 +219,7 @@ def convert_to_folder(
     """
     from transformers import CLIPImageProcessorPil as CLIPImageProcessor
 
-    from planetloc.model.planet import load_tokenizer
+    from planetloc.model.towers import load_tokenizer
 
     folder = Path(out)
     if folder.exists() and any(folder.iterdir()):

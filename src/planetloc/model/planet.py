@@ -30,6 +30,7 @@ from planetloc.model.towers import (
     SiglipTextTower,
     TextOutput,
     TileCNN,
+    load_tokenizer,
 )
 
 QUERY_KINDS = ("text", "image", "joint")
@@ -159,22 +160,6 @@ def _tiny_clip() -> nn.Module:
         projection_dim=32,
     )
     return CLIPModel(cfg)
-
-
-def load_tokenizer(source: str) -> Any:
-    """A tokenizer from a local folder or cached hub id, refused if its vocabulary is empty."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise PlanetlocError(f"cannot load the tokenizer of {source!r}: {err}") from None
-    if len(tok) < 256:
-        # Offline, a hub id can resolve to an empty tokenizer holding only special tokens.
-        raise PlanetlocError(
-            f"tokenizer of {source!r} has only {len(tok)} tokens: not a usable vocabulary"
-        )
-    return tok
 
 
 def image_statistics(

@@ -29,6 +29,22 @@ class TextOutput:
     pooled: torch.Tensor  # (B, P) sentence embedding
 
 
+def load_tokenizer(source: str) -> object:
+    """A tokenizer from a local folder or cached hub id, refused if its vocabulary is empty."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise PlanetlocError(f"cannot load the tokenizer of {source!r}: {err}") from None
+    if len(tok) < 256:
+        # Offline, a hub id can resolve to an empty tokenizer holding only special tokens.
+        raise PlanetlocError(
+            f"tokenizer of {source!r} has only {len(tok)} tokens: not a usable vocabulary"
+        )
+    return tok
+
+
 def interpolate_positions(weight: torch.Tensor, length: int) -> torch.Tensor:
     """Linearly stretch a (L, D) position-embedding table to (length, D).
 

@@ -16,6 +16,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from planetloc.atomic import write_text
 from planetloc.data.manifest import find_manifest
 from planetloc.data.stream import Source, StreamSpec, open_source, train_loader
 from planetloc.errors import PlanetlocError
+from planetloc.eval.evaluate import evaluate_split
+from planetloc.eval.protocols import split_set
+from planetloc.eval.selection import select_rerank_alpha
 from planetloc.model.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng,
@@ -37,6 +41,7 @@ from planetloc.model.checkpoint import (
     save_checkpoint,
 )
 from planetloc.model.planet import Planet, joint_scores
+from planetloc.model.signatures import physical_signatures
 from planetloc.model.towers import TextOutput, TileCNN
 from planetloc.model.trunk_cache import TrunkCache
 from planetloc.train.config import TrainConfig
@@ -210,6 +215,11 @@ def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[
     )
 
 
+def _start_method() -> str:
+    """Forked DataLoader workers cannot share a CUDA context: spawn them once it exists."""
+    return "spawn" if torch.cuda.is_initialized() else "fork"
+
+
 def _stream_spec(cfg: TrainConfig, info: DistInfo, signatures: bool) -> StreamSpec:
     model = cfg.model
     return StreamSpec(
@@ -225,7 +235,8 @@ def _stream_spec(cfg: TrainConfig, info: DistInfo, signatures: bool) -> StreamSp
         alt_text_prob=cfg.alt_text_prob if model.uses_text else 0.0,
         neighbours=cfg.neighbours,
         on_bad_sample=cfg.on_bad_sample,
-        signatures=model.signature if signatures else None,
+        signatures=partial(physical_signatures, cfg=model.signature) if signatures else None,
+        start_method=_start_method(),
     )
 
 
@@ -235,10 +246,12 @@ def fit_signature_statistics(model: Planet, source: Source, cfg: TrainConfig) ->
     spec = StreamSpec(
         seed=cfg.seed,
         batch_size=256,
+        workers=cfg.workers,
         shuffle_buffer=min(cfg.shuffle_buffer, STATISTICS_SAMPLES),
         image_size=cfg.model.image_size,
         on_bad_sample=cfg.on_bad_sample,
-        signatures=cfg.model.signature,
+        signatures=partial(physical_signatures, cfg=cfg.model.signature),
+        start_method=_start_method(),
     )
     parts: list[dict[str, torch.Tensor]] = []
     seen, keys = 0, set()
@@ -494,6 +507,8 @@ def train(
         "backbone": cfg.model.backbone,
         "query": cfg.model.query,
         "steps": end,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "data": source.description,
         "truncated_fraction": truncated,
         "skipped_samples": skipped,
@@ -506,21 +521,15 @@ def train(
 
 
 def _validation_set(cfg: TrainConfig) -> Any:
-    from planetloc.eval.protocols import split_set
-
     manifest = _dataset_manifest(cfg.data)
     return None if manifest is None else split_set(manifest, "val")
 
 
 def _validate(model: Planet, val: Any, device: str) -> dict[str, float]:
-    from planetloc.eval.evaluate import evaluate_split
-
     return evaluate_split(model, val, device=device)
 
 
 def _select(model: Planet, val: Any, device: str) -> dict[str, Any]:
-    from planetloc.eval.selection import select_rerank_alpha
-
     return select_rerank_alpha(model, val, device=device)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from planetloc.data.synth.generate import SynthConfig, generate_world
+from planetloc.data.synth.generate import SynthConfig, check_world, generate_world
 from planetloc.eval.protocols import evaluation_table
 from planetloc.train.config import load_config
 from planetloc.workflows.baseline import run_baseline
@@ -32,6 +32,7 @@ def synthesise(
     """Generate (or finish) a SynthCORE world with a progress bar; return its manifest."""
     from tqdm import tqdm
 
+    check_world(cfg, out)  # refused settings never leave a progress bar behind
     unit = "shard" if cfg.shards else "region"
     with tqdm(desc=f"synthesising {unit}s", unit=unit, disable=not progress) as bar:
 

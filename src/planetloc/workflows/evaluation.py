@@ -9,7 +9,7 @@ from typing import Any
 from planetloc.atomic import write_text
 from planetloc.eval.evaluate import default_index_dir, evaluate_model
 from planetloc.eval.protocols import evaluation_table
-from planetloc.eval.report import write_report
+from planetloc.eval.report import check_name, write_report
 from planetloc.train.trainer import pick_device
 from planetloc.workflows.models import ModelForEvaluation, trained, zero_shot
 
@@ -41,6 +41,7 @@ def run_evaluation(
     loaded: ModelForEvaluation | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint (or a zero-shot model) and write ``<name>.json/.md/_*.png``."""
+    check_name(name)  # before any work: the report's files are named by it
     loaded = loaded or (trained(checkpoint) if checkpoint else zero_shot(backbone, data))
     alpha, source = alpha_for(loaded, rerank_alpha)
     report = evaluate_model(

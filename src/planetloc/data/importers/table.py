@@ -150,4 +150,6 @@ def import_table(
         if meta:
             record["meta"] = json.loads(json.dumps(meta, default=str))
         records.append((number, record))
+    if not records:
+        raise PlanetlocError(f"{path}: the table has no rows")
     return where, records

@@ -345,17 +345,27 @@ def _units_done(region: Region, cfg: SynthConfig, root: Path) -> tuple[int, int]
     return int((root / "parts" / f"{region.slug}.jsonl").exists()), 1
 
 
-def _check_stamp(root: Path, payload: dict[str, Any]) -> None:
+def _check_stamp(root: Path, payload: dict[str, Any], *, write: bool = True) -> None:
     stamp = root / "config.json"
+    if root.exists() and not root.is_dir():
+        raise PlanetlocError(f"{root}: --out must be a folder, and this is a file")
     if stamp.exists():
-        previous = json.loads(stamp.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(stamp.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            previous = None
+        if not isinstance(previous, dict):
+            raise PlanetlocError(
+                f"{stamp} is not a SynthCORE world description; nothing was overwritten: "
+                "use a new --out folder"
+            )
         if previous != payload:
             changed = sorted(k for k in payload if previous.get(k) != payload[k])
             raise PlanetlocError(
                 f"{root} holds a world made with other settings ({', '.join(changed)}); "
                 "use a new --out folder"
             )
-    else:
+    elif root.exists():
         others = sorted(p.name for p in root.iterdir())
         if others:
             # Not a world this generator started: someone's files, which it must not touch.
@@ -363,7 +373,21 @@ def _check_stamp(root: Path, payload: dict[str, Any]) -> None:
                 f"{root} is not empty and holds no SynthCORE world (found {others[0]!r}); "
                 "nothing was overwritten: use a new --out folder"
             )
+    if write and not stamp.exists():
         write_text(stamp, json.dumps(payload, indent=1) + "\n")
+
+
+def _prepared(cfg: SynthConfig) -> tuple[SynthConfig, list[Region], dict[str, Any]]:
+    cfg.check()
+    regions = select_regions(cfg.regions)
+    cfg = replace(cfg, region_slugs=tuple(r.slug for r in regions))
+    return cfg, regions, {**cfg.payload(), "format_version": FORMAT_VERSION}
+
+
+def check_world(cfg: SynthConfig, out: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, settings or a folder that :func:`generate_world` would."""
+    _, _, payload = _prepared(cfg)
+    _check_stamp(Path(out), payload, write=False)
 
 
 def generate_world(
@@ -379,12 +403,10 @@ def generate_world(
     files, shards with ``cfg.shards`` (after every shard with one worker, after every region
     with several).
     """
-    cfg.check()
+    cfg, regions, payload = _prepared(cfg)
     root = Path(out)
+    _check_stamp(root, payload, write=False)
     root.mkdir(parents=True, exist_ok=True)
-    regions = select_regions(cfg.regions)
-    cfg = replace(cfg, region_slugs=tuple(r.slug for r in regions))
-    payload = {**cfg.payload(), "format_version": FORMAT_VERSION}
     _check_stamp(root, payload)
     held_out = unseen_regions(regions, cfg.unseen_fraction)
     if cfg.shards:

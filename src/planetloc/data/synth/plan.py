@@ -197,6 +197,14 @@ def plan_region(region: Region, cfg: SynthConfig, unseen: bool) -> RegionPlan:
     taken = _Spacing(min(described_px, gallery_px))
     where = {"size_px": size_px, "margin_px": margin, "taken": taken}
     points = _place(rng, cfg.per_region, spacing_px=described_px, accept=field.streets_at, **where)
+    # Splits are drawn before any gallery point, so a world that differs only in its gallery
+    # (a denser one for evaluation) holds exactly the same described samples.
+    n_test = int(round(cfg.per_region * cfg.test_fraction))
+    n_val = int(round(cfg.per_region * cfg.val_fraction))
+    splits = ["test"] * n_test + ["val"] * n_val + ["train"] * (cfg.per_region - n_test - n_val)
+    splits = [str(s) for s in rng.permutation(splits)]
+    if unseen:
+        splits = ["test_unseen"] * cfg.per_region
     gallery_accept = field.streets_at if cfg.gallery_on_streets else None
     points += _place(rng, cfg.distractors, spacing_px=gallery_px, accept=gallery_accept, **where)
     total = cfg.per_region + cfg.distractors
@@ -205,12 +213,6 @@ def plan_region(region: Region, cfg: SynthConfig, unseen: bool) -> RegionPlan:
             f"region {region.slug}: only {len(points)} of {total} points fit at "
             f"{cfg.min_spacing_m:g} m spacing; lower --per-region or --distractors"
         )
-    n_test = int(round(cfg.per_region * cfg.test_fraction))
-    n_val = int(round(cfg.per_region * cfg.val_fraction))
-    splits = ["test"] * n_test + ["val"] * n_val + ["train"] * (cfg.per_region - n_test - n_val)
-    splits = [str(s) for s in rng.permutation(splits)]
-    if unseen:
-        splits = ["test_unseen"] * cfg.per_region
     splits += ["gallery"] * cfg.distractors
     width = max(5, len(str(total - 1)))
     samples = [

@@ -1,0 +1,191 @@
+"""Cross-view localisation on SynthCORE: street image -> satellite, text -> satellite, and joint
+(text + street image) queries scored by MAPS-style projection or by simple fusions.
+
+Runs (default world, same data, trainer and steps, seeds 0..N-1; backbone minilm-cnn, a
+street-view CNN trained from scratch):
+
+* ``text``: the PLANET recipe (descriptions only);
+* ``image``: street panoramas as queries, in-batch negatives only;
+* ``image+hardneg``: batches made of groups of 4 geographic neighbours (hard negatives);
+* ``image+hardneg+north``: panoramas rolled north-up with the view's compass heading;
+* ``joint``: text and image towers trained together, the joint loss on the projection score;
+* ``joint+north``: the same with north-up panoramas.
+
+Each joint model is evaluated with projection, with the mean of its two query embeddings and
+with the sum of the two scores, and with each modality alone. The street-view render
+throughput is measured in the same run. Writes benchmarks/results/crossview.json after every
+run.
+
+    .venv/bin/python benchmarks/crossview.py [--seeds 3] [--steps 600] [--parallel 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planetloc.atomic import write_text
+from planetloc.data.synth.config import SynthConfig
+
+RESULTS = Path(__file__).parent / "results" / "crossview.json"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "text": {},
+    "image": {"model.query": "image"},
+    "image+hardneg": {"model.query": "image", "neighbours": 4},
+    "image+hardneg+north": {
+        "model.query": "image",
+        "neighbours": 4,
+        "model.street_align": "north",
+    },
+    "joint": {"model.query": "joint", "neighbours": 4},
+    "joint+north": {"model.query": "joint", "neighbours": 4, "model.street_align": "north"},
+}
+# How each variant's model is queried at test time: (label, query kind, joint score).
+QUERIES: dict[str, list[tuple[str, str, str | None]]] = {
+    "text": [("text", "text", None)],
+    "image": [("image", "image", None)],
+    "image+hardneg": [("image", "image", None)],
+    "image+hardneg+north": [("image", "image", None)],
+    "joint": [
+        ("projection", "joint", "projection"),
+        ("mean", "joint", "mean"),
+        ("sum", "joint", "sum"),
+        ("text alone", "text", None),
+        ("image alone", "image", None),
+    ],
+    "joint+north": [
+        ("projection", "joint", "projection"),
+        ("mean", "joint", "mean"),
+        ("sum", "joint", "sum"),
+    ],
+}
+KEYS = ("R@1", "R@5", "R@10", "L@50", "L@100", "L@150", "median_error_km")
+
+
+def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
+    """Train one variant and evaluate it every way it can be queried (own process)."""
+    name, seed, steps, work, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from planetloc.train.config import load_config
+    from planetloc.workflows.evaluation import run_evaluation
+    from planetloc.workflows.models import trained
+    from planetloc.workflows.runs import train_or_reuse
+
+    out = Path(work) / "crossview" / f"{name}-seed{seed}"
+    cfg = load_config(
+        method="planet",
+        overrides={
+            "data": str(Path(work) / "world"),
+            "out": str(out / "run"),
+            "steps": steps,
+            "seed": seed,
+            "eval_every": 0,
+            "workers": 1,
+            **VARIANTS[name],
+        },
+    )
+    started = time.perf_counter()
+    ckpt = train_or_reuse(cfg, progress=False)
+    train_s = time.perf_counter() - started
+    loaded = trained(str(ckpt))
+    result: dict[str, Any] = {"train_seconds": round(train_s, 1), "queries": {}}
+    for label, kind, how in QUERIES[name]:
+        report = run_evaluation(
+            str(Path(work) / "world"),
+            str(out / "eval"),
+            name=label.replace(" ", "-"),
+            loaded=loaded,
+            query=kind,
+            joint_score=how,
+            rerank_alpha=0.0,
+            progress=False,
+        )
+        world = report["sets"]["world"]
+        result["queries"][label] = {
+            "full": {k: world["full"][k] for k in KEYS},
+            "m100": {k: world["m100"][k] for k in KEYS},
+        }
+    return {"name": name, "seed": seed, **result}
+
+
+def _render_rate(work: Path) -> dict[str, float]:
+    """Street panoramas per second on one core (512 x 128), from a region of the world."""
+    import subprocess
+    import sys
+
+    out = work / "street_render.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).parent / "street_render.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out)], check=True, env=env)
+    return json.loads(out.read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--work", default="runs/bench")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    from planetloc.data.synth.generate import generate_world
+
+    work = Path(args.work)
+    started = time.perf_counter()
+    generate_world(SynthConfig(), work / "world", workers=2)
+    results: dict[str, Any] = {
+        "benchmark": "crossview",
+        "world": "SynthConfig() default (512 x 128 street panoramas)",
+        "steps": args.steps,
+        "seeds": list(range(args.seeds)),
+        "render": _render_rate(work),
+        "runs": {},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+
+    def save() -> None:
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        results["summary"] = summarise(results)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.out, json.dumps(results, indent=1) + "\n")
+
+    threads = max(1, (os.cpu_count() or 2) // args.parallel)
+    jobs = [(n, s, args.steps, str(work), threads) for s in range(args.seeds) for n in VARIANTS]
+    with ProcessPoolExecutor(max_workers=args.parallel) as pool:
+        for run in pool.map(_run, jobs):
+            results["runs"].setdefault(run["name"], {})[str(run["seed"])] = run
+            print(f"{run['name']} seed {run['seed']}: {run['queries']}", flush=True)
+            save()
+    print(json.dumps(results["summary"], indent=1))
+    return 0
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """Mean and std over seeds of every (variant, query) metric on the world set."""
+    out: dict[str, Any] = {}
+    for name, seeds in results["runs"].items():
+        labels = next(iter(seeds.values()))["queries"]
+        for label in labels:
+            for protocol in ("full", "m100"):
+                values = {
+                    k: [s["queries"][label][protocol][k] for s in seeds.values()] for k in KEYS
+                }
+                out.setdefault(f"{name} / {label}", {})[protocol] = {
+                    k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+                    for k, v in values.items()
+                }
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

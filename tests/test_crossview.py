@@ -1,0 +1,141 @@
+"""Cross-view: street image -> satellite and joint (text + image) queries, geographic hard
+negatives, north alignment, and the CLI's image queries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL
+from planetloc.cli import main
+from planetloc.data.manifest import Manifest
+from planetloc.data.stream import StreamSpec, north_aligned, open_source, train_loader
+from planetloc.geo.coords import haversine_m
+from planetloc.model.planet import joint_scores
+from planetloc.train.config import load_config
+from planetloc.train.trainer import train
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_joint_projection_score_is_the_length_of_the_projection() -> None:
+    gen = torch.Generator().manual_seed(0)
+    t, v = _unit(torch.randn(4, 16, generator=gen)), _unit(torch.randn(4, 16, generator=gen))
+    g = _unit(torch.randn(9, 16, generator=gen))
+    score = joint_scores(t, v, g, "projection")
+    for i in range(4):
+        basis = torch.linalg.qr(torch.stack([t[i], v[i]], dim=1)).Q  # (16, 2) orthonormal
+        expected = (g @ basis).norm(dim=1)
+        assert torch.allclose(score[i], expected, atol=1e-5)
+    assert (score >= 0).all() and (score <= 1 + 1e-5).all()
+    # A tile in the plane of the two query vectors scores 1; the text alone never more.
+    inside = _unit(0.3 * t[0] + 0.7 * v[0])
+    assert joint_scores(t[:1], v[:1], inside[None], "projection").item() == pytest.approx(
+        1, abs=1e-5
+    )
+    assert (score >= (t @ g.t()).abs() - 1e-6).all() and (score >= (v @ g.t()).abs() - 1e-6).all()
+    assert torch.allclose(joint_scores(t, v, g, "sum"), t @ g.t() + v @ g.t())
+    assert torch.allclose(joint_scores(t, v, g, "mean"), _unit(t + v) @ g.t())
+
+
+def test_north_alignment_rolls_the_heading_to_north() -> None:
+    pano = np.zeros((8, 360, 3), dtype=np.uint8)
+    pano[:, 180] = 255  # the centre column looks along the heading
+    for heading in (0.0, 90.0, 270.0):
+        rolled = north_aligned(pano, heading)
+        column = int(np.flatnonzero(rolled[0, :, 0])[0])
+        # Centre (180) is north after rolling: a feature dead ahead of an observer facing
+        # `heading` lands `heading` degrees clockwise of the centre.
+        assert column == (180 + int(heading)) % 360
+
+
+def test_geographic_hard_negatives_group_neighbours_in_a_batch(small_world: Manifest) -> None:
+    spec = dict(seed=0, batch_size=16, shuffle_buffer=128, image_size=32)
+    grouped = next(
+        iter(train_loader(open_source(small_world.path), StreamSpec(**spec, neighbours=4)))
+    )
+    plain = next(iter(train_loader(open_source(small_world.path), StreamSpec(**spec))))
+
+    def spread(batch: dict) -> float:
+        lat, lon = batch["lat"].numpy(), batch["lon"].numpy()
+        groups = [(lat[i : i + 4], lon[i : i + 4]) for i in range(0, 16, 4)]
+        return float(np.mean([haversine_m(a[0], b[0], a[1:], b[1:]).mean() for a, b in groups]))
+
+    assert spread(grouped) < 0.05 * spread(plain)  # neighbours: same region, metres apart
+
+
+@pytest.mark.parametrize("query", ["image", "joint"])
+def test_street_view_models_train_evaluate_and_locate(
+    query: str, small_world: Manifest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from planetloc.workflows.evaluation import run_evaluation
+
+    cfg = load_config(
+        method="planet",
+        overrides={
+            "data": str(small_world.path),
+            "out": str(tmp_path / "run"),
+            "steps": 3,
+            "batch_size": 16,
+            "eval_every": 0,
+            "workers": 0,
+            "neighbours": 4,
+            "model.query": query,
+            "model.street_size": [32, 128],
+            "model.street_align": "north",
+            **TINY_MODEL,
+        },
+    )
+    summary = train(cfg, progress=False)
+    assert summary["query"] == query
+    losses = [r for r in summary["history"] if "loss" in r]
+    assert "loss_view" in losses[-1] and (query != "joint" or "loss_joint" in losses[-1])
+    scores = {}
+    kinds = (
+        [("image", None)]
+        if query == "image"
+        else [("joint", s) for s in ("projection", "mean", "sum")]
+    )
+    for kind, how in kinds:
+        report = run_evaluation(
+            str(small_world.path),
+            str(tmp_path / f"ev-{kind}-{how}"),
+            checkpoint=str(tmp_path / "run"),
+            query=kind,
+            joint_score=how,
+            progress=False,
+        )
+        assert report["protocol"]["query"] == kind and report["protocol"]["joint_score"] == how
+        world = report["sets"]["world"]["full"]
+        assert world["queries"] == len(small_world.by_split("test"))
+        scores[how] = world["R@10"]
+    # Locate with a photo (and its heading, which north alignment needs).
+    test = small_world.by_split("test")[0]
+    idx = tmp_path / "idx"
+    args = ["index", "build", "--checkpoint", str(tmp_path / "run"), "--gallery"]
+    assert main([*args, str(small_world.path), "--out", str(idx), "--split", "test"]) == 0
+    capsys.readouterr()
+    photo = str(small_world.resolve(test.street_path))
+    heading = str(test.meta["heading_deg"])
+    text = [test.text] if query == "joint" else []
+    assert (
+        main(
+            ["locate", *text, "--image", photo, "--heading", heading, "--index", str(idx), "--json"]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["query"] == query and len(result["tiles"]) == 5
+    assert main(["locate", "--image", photo, "--index", str(idx)]) == 2  # no heading: refused
+    assert "give the heading" in capsys.readouterr().err
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["locate", "--image", str(bad), "--heading", "0", "--index", str(idx)]) == 2
+    err = capsys.readouterr().err
+    assert ("not an image format" in err or "unreadable image" in err) and err.count("\n") == 1
