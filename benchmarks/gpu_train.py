@@ -30,7 +30,8 @@ import torch
 from planetloc.data.stream import StreamSpec, open_source, train_loader
 from planetloc.data.synth.config import preset_config
 from planetloc.data.synth.generate import generate_world
-from planetloc.model.signatures import SignatureConfig, physical_signatures
+from planetloc.model.signature_cache import Signatures
+from planetloc.model.signatures import SignatureConfig
 from planetloc.train.config import load_config
 from planetloc.train.trainer import train
 
@@ -72,15 +73,13 @@ class GpuSampler:
 
 def pipeline_rate(data: Path, batch: int, workers: int, batches: int, size: int) -> float:
     """Samples/s of the data pipeline alone (decode + signatures in the workers)."""
-    from functools import partial
-
     spec = StreamSpec(
         seed=0,
         batch_size=batch,
         workers=workers,
         shuffle_buffer=2048,
         image_size=size,
-        signatures=partial(physical_signatures, cfg=SignatureConfig()),
+        signatures=Signatures(SignatureConfig()),
     )
     loader = iter(train_loader(open_source(data), spec))
     next(loader)  # workers started and buffers filled

@@ -20,7 +20,7 @@ reported for the named recipes and for planet at lambda* only, each as its globa
 (alpha 0) and re-ranked (its val alpha), on both worlds and both protocols, and for the
 held-out description style. Intervals: 95% bootstrap over seeds and, within each, queries.
 
-    .venv/bin/python benchmarks/synthcore.py [--seeds 5] [--steps 800] [--parallel 2]
+    .venv/bin/python benchmarks/synthcore.py [--seeds 5] [--steps 500] [--parallel 2]
 
 Runs are reused when finished, so an interrupted benchmark resumes; the results JSON is
 written after every evaluation.
@@ -138,6 +138,47 @@ def _evaluate(args: tuple[str, str, str, list[tuple[str, float, str | None]], in
     return reports
 
 
+def _earlier(path: Path, steps: int, seeds: list[int]) -> dict[str, Any]:
+    """Results of an earlier run of this benchmark with the same settings (to resume)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return old if old.get("steps") == steps and old.get("seeds") == seeds else {}
+
+
+def references(work: Path, seeds: list[int], threads: int) -> dict[str, Any]:
+    """Chance, the text-to-signature baseline and the untrained model on the world test."""
+    import torch
+
+    from planetloc.baselines.evaluate import evaluate_text_to_signature
+    from planetloc.workflows.evaluation import run_evaluation
+    from planetloc.workflows.models import zero_shot
+
+    torch.set_num_threads(2 * threads)
+    data = str(work / "world")
+    baseline = evaluate_text_to_signature(data)["sets"]["world"]
+    ranks = []
+    for seed in seeds:
+        report = run_evaluation(
+            data,
+            str(work / "eval" / f"zero-shot-seed{seed}"),
+            name="zero-shot",
+            loaded=zero_shot("minilm-cnn", data, seed=seed),
+            rerank_alpha=0.0,
+            progress=False,
+        )
+        ranks.append([e["rank"] for e in report["world_errors"]])
+    gallery = baseline["gallery"]
+    return {
+        "gallery": gallery,
+        "queries": baseline["queries"],
+        "chance": {f"R@{k}": 100.0 * k / gallery for k in (1, 5, 10)},
+        "text_to_signature": baseline["baseline"],
+        "zero_shot": {f"R@{k}": bootstrap(ranks, k) for k in (1, 5, 10)},
+    }
+
+
 def val_score(run: dict[str, Any]) -> float:
     final = run["val_final"]
     return float(np.mean([final["val_R@1"], final["val_R@5"], final["val_R@10"]]))
@@ -204,7 +245,7 @@ def _worlds(work: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--out", default=str(RESULTS))
@@ -228,6 +269,8 @@ def main() -> int:
         "runs": {},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+    earlier = _earlier(Path(args.out), args.steps, seeds)
+    results["runs"] = earlier.get("runs", {})
 
     def save() -> None:
         results["seconds"] = round(time.perf_counter() - started, 1)
@@ -242,7 +285,7 @@ def main() -> int:
         for seed in seeds
     ]
     for run in pool.map(_train, jobs):
-        results["runs"].setdefault(run["name"], {})[str(run["seed"])] = {"train": run}
+        results["runs"].setdefault(run["name"], {}).setdefault(str(run["seed"]), {})["train"] = run
         print(f"trained {run['name']} seed {run['seed']} in {run['seconds']} s", flush=True)
         save()
     sweep = {
@@ -278,7 +321,7 @@ def main() -> int:
             for s in seeds
         ],
     ):
-        results["runs"].setdefault(run["name"], {})[str(run["seed"])] = {"train": run}
+        results["runs"].setdefault(run["name"], {}).setdefault(str(run["seed"]), {})["train"] = run
         save()
     # 3. Test, once, for the reported recipes: global and re-ranked, both worlds, held-out style.
     reported = ["itc-77", "itc-long", f"planet-l{best}", "planet+paraphrase"]
@@ -315,9 +358,22 @@ def main() -> int:
                 )
             )
     keys = [(name, s) for name in reported for s in seeds for _ in range(2)]
-    for (name, s), reports in zip(keys, pool.map(_evaluate, jobs), strict=True):
+    todo = [
+        (key, job)
+        for key, job in zip(keys, jobs, strict=True)
+        if not all(label in results["runs"][key[0]][str(key[1])] for label, _, _ in job[3])
+    ]
+    for (name, s), reports in zip(
+        [k for k, _ in todo], pool.map(_evaluate, [j for _, j in todo]), strict=True
+    ):
         results["runs"][name][str(s)].update(reports)
         save()
+    # 4. References: chance, the text-to-signature baseline, the untrained model.
+    if "references" not in earlier:
+        results["references"] = references(work, seeds, threads)
+    else:
+        results["references"] = earlier["references"]
+    save()
     pool.shutdown()
     results["summary"] = summarise(results, reported, seeds)
     save()

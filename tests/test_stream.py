@@ -4,13 +4,13 @@ started either way give the same batches."""
 from __future__ import annotations
 
 import json
-from functools import partial
 from pathlib import Path
 
 from planetloc.data.manifest import Manifest
 from planetloc.data.shards import sample_key, write_tar
 from planetloc.data.stream import StreamSpec, TrainStream, open_source, train_loader
-from planetloc.model.signatures import physical_signatures
+from planetloc.model.signature_cache import Signatures
+from planetloc.model.signatures import SignatureConfig
 
 
 def _shards(world: Manifest, folder: Path) -> None:
@@ -55,7 +55,7 @@ def test_spawned_and_forked_workers_give_the_same_batches(small_world: Manifest)
         workers=2,
         shuffle_buffer=32,
         image_size=32,
-        signatures=partial(physical_signatures),
+        signatures=Signatures(SignatureConfig()),
     )
     out = {}
     for method in ("fork", "spawn"):
@@ -83,3 +83,28 @@ def test_a_tar_cut_at_a_block_boundary_is_not_taken_for_a_shorter_one(tmp_path: 
 
     with pytest.raises(PlanetlocError, match="truncated or damaged shard"):
         list(iter_shard(path))
+
+
+def test_cached_signatures_equal_measured_ones_and_the_cache_is_reused(
+    small_world: Manifest, tmp_path: Path
+) -> None:
+    import numpy as np
+    import torch
+
+    from planetloc.data.images import content_hash, load_tile
+    from planetloc.model.signature_cache import build_cache
+
+    source = open_source(small_world.path)
+    cfg = SignatureConfig()
+    folder = build_cache(tmp_path, source, "train", 64, cfg)
+    assert build_cache(tmp_path, source, "train", 64, cfg) == folder  # nothing recomputed
+    assert build_cache(tmp_path, source, "train", 32, cfg) != folder  # other settings
+    train = small_world.by_split("train")[:5]
+    other = small_world.by_split("test")[:2]  # not in the cache: measured on the spot
+    paths = [small_world.resolve(s.sat_path) for s in train + other]
+    tiles = torch.stack([torch.from_numpy(load_tile(p, 64)).permute(2, 0, 1) for p in paths])
+    hashes = [content_hash(p.read_bytes()) for p in paths]
+    cached = Signatures(cfg, folder)(tiles, hashes)
+    measured = Signatures(cfg)(tiles, hashes)
+    for name in measured:
+        assert np.allclose(cached[name], measured[name], atol=1e-5), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Sequence
@@ -18,6 +19,11 @@ from planetloc.errors import PlanetlocError
 # A decoded image larger than this many pixels is refused: a "tile" of 40000 x 40000 is a
 # decompression bomb, not a tile (Pillow's own guard only warns below twice this size).
 MAX_PIXELS = 64_000_000
+
+
+def content_hash(data: bytes) -> int:
+    """64-bit content address of an image's encoded bytes (caches key on it)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 def read_image_bytes(path: str | os.PathLike[str]) -> bytes:

@@ -240,32 +240,41 @@ def _validate(
 
 def write_manifest(samples: Iterable[Sample], path: str | os.PathLike[str]) -> Path:
     """Atomically write samples as JSONL or Parquet (chosen by the file suffix)."""
+    return write_records(([s.to_dict() for s in samples],), path)
+
+
+def write_records(batches: Iterable[list[dict[str, Any]]], path: str | os.PathLike[str]) -> Path:
+    """Atomically write schema records arriving in batches, never holding them all.
+
+    JSONL rows with sorted keys; Parquet with one string column per field (``meta`` as JSON),
+    float lat/lon, and row groups of ``PARQUET_BATCH_ROWS`` rows.
+    """
     mpath = Path(path)
     fmt = _format_of(mpath)
-    rows = [s.to_dict() for s in samples]
     with atomic_path(mpath) as tmp:
         if fmt == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+                for batch in batches:
+                    for row in batch:
+                        fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            return mpath
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-            columns: dict[str, list[Any]] = {name: [] for name in ALL_FIELDS}
-            for row in rows:
-                for name in ALL_FIELDS:
-                    value = row.get(name)
-                    if name == "meta":
-                        value = json.dumps(value or {}, ensure_ascii=False, sort_keys=True)
-                    columns[name].append(value)
-            schema = pa.schema(
-                [
-                    (name, pa.float64() if name in ("lat", "lon") else pa.string())
-                    for name in ALL_FIELDS
-                ]
-            )
-            pq.write_table(pa.table(columns, schema=schema), tmp, row_group_size=PARQUET_BATCH_ROWS)
+        schema = pa.schema(
+            [(n, pa.float64() if n in ("lat", "lon") else pa.string()) for n in ALL_FIELDS]
+        )
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in batches:
+                for start in range(0, len(batch), PARQUET_BATCH_ROWS):
+                    columns: dict[str, list[Any]] = {name: [] for name in ALL_FIELDS}
+                    for row in batch[start : start + PARQUET_BATCH_ROWS]:
+                        for name in ALL_FIELDS:
+                            value = row.get(name)
+                            if name == "meta":
+                                value = json.dumps(value or {}, ensure_ascii=False, sort_keys=True)
+                            columns[name].append(value)
+                    writer.write_table(pa.table(columns, schema=schema))
     return mpath
 
 

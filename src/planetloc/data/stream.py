@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from planetloc.data.images import decode_rgb, read_image_bytes
+from planetloc.data.images import content_hash, decode_rgb, read_image_bytes
 from planetloc.data.manifest import find_manifest, parquet_record
 from planetloc.data.schema import check_record
 from planetloc.data.shards import (
@@ -67,8 +67,8 @@ class StreamSpec:
     # CUDA, which forked workers cannot share safely.
     start_method: str = "fork"
     # Pixel statistics computed per batch in the workers, e.g. the model's physical signatures:
-    # (B, 3, H, W) uint8 tiles -> {name: (B, D) tensor}.
-    signatures: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+    # ((B, 3, H, W) uint8 tiles, their content hashes) -> {name: (B, D) tensor}.
+    signatures: Callable[[torch.Tensor, list[int]], dict[str, torch.Tensor]] | None = None
 
 
 class Source:
@@ -372,6 +372,7 @@ class TrainStream(IterableDataset):
         tile = decode_rgb(sample.sat, spec.image_size, source=where)
         item: dict[str, Any] = {
             "key": sample.key,
+            "hash": content_hash(sample.sat),
             "text": text,
             "tile": torch.from_numpy(tile).permute(2, 0, 1).contiguous(),
             "lat": float(rec["lat"]),
@@ -407,7 +408,8 @@ class Collate:
     """
 
     def __init__(
-        self, signatures: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+        self,
+        signatures: Callable[[torch.Tensor, list[int]], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         self.signatures = signatures
 
@@ -424,7 +426,7 @@ class Collate:
         if "street" in items[0]:
             out["street"] = torch.stack([i["street"] for i in items])
         if self.signatures is not None:
-            out["signatures"] = self.signatures(out["tiles"])
+            out["signatures"] = self.signatures(out["tiles"], [i["hash"] for i in items])
         return out
 
 

@@ -57,6 +57,7 @@ class TrainConfig:
     workers: int = 2  # DataLoader worker processes decoding images (0: in the training process)
     shuffle_buffer: int = 2048
     text_cache: str = "auto"  # frozen trunk: "auto" (on disk beside the data), "off", or a folder
+    signature_cache: str = "auto"  # tiles' signatures: "auto" (beside the data), "off", a folder
     alt_text_prob: float = 0.0  # chance of reading another phrasing of the same scene
     neighbours: int = 0  # >1: batches of groups of geographic neighbours (hard negatives)
     on_bad_sample: str = "fail"  # "skip": count and skip undecodable or incomplete samples

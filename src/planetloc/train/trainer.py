@@ -16,7 +16,6 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from planetloc.atomic import write_text
 from planetloc.data.manifest import find_manifest
+from planetloc.data.shards import find_shards
 from planetloc.data.stream import Source, StreamSpec, open_source, train_loader
 from planetloc.errors import PlanetlocError
 from planetloc.eval.evaluate import evaluate_split
@@ -41,7 +41,7 @@ from planetloc.model.checkpoint import (
     save_checkpoint,
 )
 from planetloc.model.planet import Planet, joint_scores
-from planetloc.model.signatures import physical_signatures
+from planetloc.model.signature_cache import Signatures, build_cache
 from planetloc.model.towers import TextOutput, TileCNN
 from planetloc.model.trunk_cache import TrunkCache
 from planetloc.train.config import TrainConfig
@@ -220,7 +220,34 @@ def _start_method() -> str:
     return "spawn" if torch.cuda.is_initialized() else "fork"
 
 
-def _stream_spec(cfg: TrainConfig, info: DistInfo, signatures: bool) -> StreamSpec:
+def _cache_root(cfg: TrainConfig, setting: str) -> Path | None:
+    """Where a dataset-level cache lives: beside the data (``auto``), a folder, or nowhere."""
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return Path(setting)
+    manifest = _dataset_manifest(cfg.data)
+    if manifest is not None:
+        return manifest.parent / ".planetloc-cache"
+    shards = find_shards(cfg.data)
+    return shards[0].parent / ".planetloc-cache" if shards else None
+
+
+def _signatures(cfg: TrainConfig, source: Source, info: DistInfo) -> Signatures:
+    """The signature function the workers call, with the dataset's cache when enabled."""
+    root = _cache_root(cfg, cfg.signature_cache)
+    if root is None:
+        return Signatures(cfg.model.signature)
+    folder = None
+    if info.is_main:
+        folder = build_cache(
+            root, source, "train", cfg.model.image_size, cfg.model.signature, workers=cfg.workers
+        )
+    folder = gather_objects(folder, info)[0]
+    return Signatures(cfg.model.signature, folder)
+
+
+def _stream_spec(cfg: TrainConfig, info: DistInfo, signatures: Signatures | None) -> StreamSpec:
     model = cfg.model
     return StreamSpec(
         seed=cfg.seed,
@@ -235,7 +262,7 @@ def _stream_spec(cfg: TrainConfig, info: DistInfo, signatures: bool) -> StreamSp
         alt_text_prob=cfg.alt_text_prob if model.uses_text else 0.0,
         neighbours=cfg.neighbours,
         on_bad_sample=cfg.on_bad_sample,
-        signatures=partial(physical_signatures, cfg=model.signature) if signatures else None,
+        signatures=signatures,
         start_method=_start_method(),
     )
 
@@ -250,7 +277,7 @@ def fit_signature_statistics(model: Planet, source: Source, cfg: TrainConfig) ->
         shuffle_buffer=min(cfg.shuffle_buffer, STATISTICS_SAMPLES),
         image_size=cfg.model.image_size,
         on_bad_sample=cfg.on_bad_sample,
-        signatures=partial(physical_signatures, cfg=cfg.model.signature),
+        signatures=Signatures(cfg.model.signature),
         start_method=_start_method(),
     )
     parts: list[dict[str, torch.Tensor]] = []
@@ -409,9 +436,8 @@ def train(
         unit="step",
         disable=not (progress and info.is_main),
     )
-    loader = iter(
-        train_loader(source, _stream_spec(cfg, info, model.cfg.uses_text), start_step=start)
-    )
+    sigs = _signatures(cfg, source, info) if model.cfg.uses_text else None
+    loader = iter(train_loader(source, _stream_spec(cfg, info, sigs), start_step=start))
     last_time, last_step, last_saved = time.perf_counter(), start, start
     cut_texts = seen_texts = skipped = 0
     data_seconds = 0.0

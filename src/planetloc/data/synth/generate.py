@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from planetloc.atomic import write_bytes, write_text
-from planetloc.data.manifest import write_manifest
+from planetloc.data.manifest import write_manifest, write_records
 from planetloc.data.schema import Sample
 from planetloc.data.shards import sample_key
 from planetloc.data.synth.chunked import LazyRegionMap, LazyScene
@@ -66,7 +66,6 @@ from planetloc.data.synth.world_shards import (
     remove_stale_temporaries,
     sat_path,
     shard_path,
-    write_manifest_stream,
     write_shard,
 )
 from planetloc.errors import PlanetlocError
@@ -480,5 +479,5 @@ def _shard_manifest(
                     counts[r["split"]] = counts.get(r["split"], 0) + 1
                 yield records
 
-    manifest = write_manifest_stream(batches(), root / f"manifest.{cfg.format}")
+    manifest = write_records(batches(), root / f"manifest.{cfg.format}")
     return manifest, counts

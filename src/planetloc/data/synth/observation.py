@@ -116,6 +116,7 @@ FACT_CUES = (
     "shadow",
     "shade",
 )
+GENERAL_CUES = FACT_CUES[6:]  # what is said of the whole scene rather than of one side
 
 
 @dataclass(frozen=True)

@@ -133,25 +133,35 @@ def shadow_reach_px(
     return (reach_r if d_row > 0 else -reach_r), (reach_c if d_col > 0 else -reach_c)
 
 
+def seasonal_albedo(albedo: np.ndarray, cls: np.ndarray, season: str, climate: str) -> np.ndarray:
+    """Surface colours (..., 3) of land-cover classes ``cls`` (...) as ``season`` shows them.
+
+    Deciduous crowns lose their leaves and lawns brown in temperate and cold winters, cold
+    cities get frost, arid summers dry the vegetation. The satellite view and the street
+    view both colour the ground through this.
+    """
+    out = albedo.copy()
+    veg = (cls == TREE) | (cls == GRASS)
+    if season == "winter" and climate in ("temperate", "cold"):
+        dull = np.asarray([0.42, 0.38, 0.30], dtype=np.float32)
+        mix = 0.55 if climate == "temperate" else 0.35
+        out[veg] = out[veg] * (1 - mix) + dull * mix
+        if climate == "cold":
+            out = out * 0.8 + 0.2 * np.float32(0.9)
+    elif season == "summer" and climate == "arid":
+        out[veg] = out[veg] * 0.85 + np.asarray([0.6, 0.55, 0.4], dtype=np.float32) * 0.15
+    return out
+
+
 def shade(region_map: RegionMap, acquisition: Acquisition, shadow: np.ndarray) -> np.ndarray:
     """Radiance of every pixel of a map (or window) under ``acquisition``, given its shadows.
 
     Pixel by pixel: season tints vegetation, shadowed ground gets only skylight, haze adds a
     bluish path radiance.
     """
-    albedo = region_map.albedo.copy()
-    style = region_map.style
-    season = acquisition.season
-    veg = (region_map.cls == TREE) | (region_map.cls == GRASS)
-    if season == "winter" and style.climate in ("temperate", "cold"):
-        # Deciduous crowns lose their leaves and lawns brown; cold cities get frost.
-        dull = np.asarray([0.42, 0.38, 0.30], dtype=np.float32)
-        mix = 0.55 if style.climate == "temperate" else 0.35
-        albedo[veg] = albedo[veg] * (1 - mix) + dull * mix
-        if style.climate == "cold":
-            albedo = albedo * 0.8 + 0.2 * np.float32(0.9)
-    elif season == "summer" and style.climate == "arid":
-        albedo[veg] = albedo[veg] * 0.85 + np.asarray([0.6, 0.55, 0.4], dtype=np.float32) * 0.15
+    albedo = seasonal_albedo(
+        region_map.albedo, region_map.cls, acquisition.season, region_map.style.climate
+    )
     direct = math.sin(math.radians(acquisition.sun_elevation_deg))
     ambient = 0.35
     light = np.where(shadow, ambient, ambient + (1 - ambient) * direct).astype(np.float32)

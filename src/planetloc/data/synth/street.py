@@ -46,8 +46,8 @@ import numpy as np
 
 from planetloc.data.synth.describe import Observer
 from planetloc.data.synth.pixelhash import hash_u64, unit_fields
-from planetloc.data.synth.render import Scene
-from planetloc.data.synth.world import BUILDING, GRASS, POOL, ROAD, TREE, WATER, RegionMap
+from planetloc.data.synth.render import Scene, seasonal_albedo
+from planetloc.data.synth.world import BUILDING, POOL, ROAD, TREE, WATER, RegionMap
 from planetloc.errors import PlanetlocError
 from planetloc.stable_hash import stable_int
 
@@ -97,8 +97,6 @@ UNDERSIDE_RANGE_M = 40.0  # crown undersides are drawn up to this distance
 TRUNK_RGB = np.asarray((0.24, 0.18, 0.12), dtype=np.float32)
 PAVEMENT_RGB = np.asarray((0.56, 0.55, 0.52), dtype=np.float32)
 # The satellite render's seasonal vegetation colours (browned in winter, dried in summer).
-WINTER_VEGETATION_RGB = np.asarray((0.42, 0.38, 0.30), dtype=np.float32)
-DRY_VEGETATION_RGB = np.asarray((0.6, 0.55, 0.4), dtype=np.float32)
 MARK_HALF_WIDTH_M = 0.08  # road markings are about 15 cm wide
 # Distance at which haze hides 63% of a surface, by climate (dust and humid air scatter more).
 VISIBILITY_M = {"arid": 2500.0, "tropical": 3000.0, "temperate": 5000.0, "cold": 8000.0}
@@ -258,18 +256,8 @@ def _crop(layer: np.ndarray, r0: int, c0: int, size: int, fill: float | int) -> 
 
 def _seasonal(albedo: np.ndarray, cls: np.ndarray, season: str, climate: str) -> np.ndarray:
     """Planar surface colours (3, N) of classes ``cls`` (N,) as the satellite shows ``season``."""
-    out = albedo.astype(np.float32, copy=True)
-    veg = np.flatnonzero((cls == TREE) | (cls == GRASS))
-    if season == "winter" and climate in ("temperate", "cold"):
-        mix = np.float32(0.55 if climate == "temperate" else 0.35)
-        for c in range(3):
-            out[c][veg] = out[c].take(veg) * (1 - mix) + WINTER_VEGETATION_RGB[c] * mix
-        if climate == "cold":
-            out = out * np.float32(0.8) + np.float32(0.2 * 0.9)
-    elif season == "summer" and climate == "arid":
-        for c in range(3):
-            out[c][veg] = out[c].take(veg) * np.float32(0.85) + DRY_VEGETATION_RGB[c] * 0.15
-    return out
+    out = seasonal_albedo(np.ascontiguousarray(albedo.T), cls, season, climate)
+    return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
 @dataclass(frozen=True)

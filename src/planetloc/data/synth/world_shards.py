@@ -12,14 +12,11 @@ manifest, then the member.
 from __future__ import annotations
 
 import json
-import os
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from planetloc.atomic import atomic_path
-from planetloc.data.schema import ALL_FIELDS
 from planetloc.data.shards import MEMBER_SEP, write_tar
 from planetloc.errors import PlanetlocError
 
@@ -69,40 +66,3 @@ def remove_stale_temporaries(folder: Path) -> None:
     if folder.is_dir():
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-
-
-def write_manifest_stream(
-    batches: Iterator[list[dict[str, Any]]], path: str | os.PathLike[str]
-) -> Path:
-    """Atomically write records arriving in batches as JSONL or Parquet, never all in memory.
-
-    Same layout as :func:`planetloc.data.manifest.write_manifest`: JSONL rows with sorted
-    keys; Parquet with one string column per field (``meta`` as JSON) and float lat/lon.
-    """
-    mpath = Path(path)
-    with atomic_path(mpath) as tmp:
-        if mpath.suffix == ".jsonl":
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for batch in batches:
-                    for row in batch:
-                        fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        elif mpath.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            schema = pa.schema(
-                [(n, pa.float64() if n in ("lat", "lon") else pa.string()) for n in ALL_FIELDS]
-            )
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for batch in batches:
-                    columns: dict[str, list[Any]] = {name: [] for name in ALL_FIELDS}
-                    for row in batch:
-                        for name in ALL_FIELDS:
-                            value = row.get(name)
-                            if name == "meta":
-                                value = json.dumps(value or {}, ensure_ascii=False, sort_keys=True)
-                            columns[name].append(value)
-                    writer.write_table(pa.table(columns, schema=schema))
-        else:
-            raise PlanetlocError(f"{mpath}: unsupported manifest format (use .jsonl or .parquet)")
-    return mpath

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from planetloc.data.synth.observation import Observation, SectorView, height_class
+from planetloc.data.synth.observation import (
+    FACT_CUES,
+    Observation,
+    SectorView,
+    height_class,
+)
 from planetloc.data.synth.text_styles.compose import EXTRA, Plan, StyleSpec, pick
 
 OPENERS = (
@@ -93,25 +98,8 @@ EXTRAS = {
     "graffiti": "There is graffiti on a low wall beside the road.",
     "warm_air": "The air feels warm and still.",
 }
-ORDER = [
-    "street",
-    "facing",
-    "left",
-    "right",
-    "ahead",
-    "behind",
-    "heights",
-    "roofs",
-    "facades",
-    "no_buildings",
-    "vegetation",
-    "climate",
-    "water",
-    "pool",
-    "shadow",
-    "shade",
-    EXTRA,
-]
+# The caption tells cues in the record's own order (as the original generator did).
+ORDER = [*FACT_CUES, EXTRA]
 RANK = {
     "street": 10,
     "left": 9,

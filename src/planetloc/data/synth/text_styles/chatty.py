@@ -12,7 +12,12 @@ import re
 
 import numpy as np
 
-from planetloc.data.synth.observation import Observation, SectorView, height_class
+from planetloc.data.synth.observation import (
+    GENERAL_CUES,
+    Observation,
+    SectorView,
+    height_class,
+)
 from planetloc.data.synth.text_styles.compose import EXTRA, Plan, StyleSpec, pick
 
 COLOURS = {
@@ -94,18 +99,8 @@ SALIENCE = {
     "buildings": 1,
     "scattered_trees": 0,
 }
-GENERAL = [
-    "heights",
-    "roofs",
-    "facades",
-    "no_buildings",
-    "vegetation",
-    "climate",
-    "water",
-    "pool",
-    "shadow",
-    "shade",
-]
+# After the sectors, the scene-wide cues in the record's order.
+GENERAL = list(GENERAL_CUES)
 KEEP = {
     "facing": 0.35,
     "facades": 0.4,

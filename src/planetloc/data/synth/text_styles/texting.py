@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from planetloc.data.synth.observation import Observation, SectorView, height_class
+from planetloc.data.synth.observation import (
+    GENERAL_CUES,
+    Observation,
+    SectorView,
+    height_class,
+)
 from planetloc.data.synth.text_styles.compose import EXTRA, Plan, StyleSpec, pick
 
 ABBREV = {
@@ -64,18 +69,8 @@ EXTRAS = {
     "graffiti": ("graffiti on a wall",),
     "warm_air": ("its warm n no wind",),
 }
-GENERAL = [
-    "heights",
-    "roofs",
-    "facades",
-    "no_buildings",
-    "vegetation",
-    "climate",
-    "water",
-    "pool",
-    "shadow",
-    "shade",
-]
+# After the sectors, the scene-wide cues in the record's order.
+GENERAL = list(GENERAL_CUES)
 KEEP = {
     "behind": 0.4,
     "facing": 0.3,
