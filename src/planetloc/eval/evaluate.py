@@ -42,6 +42,7 @@ from planetloc.eval.retrieval import (
     rank_full,
 )
 from planetloc.model.inference import Embeddings, Encoder
+from planetloc.model.trunk_cache import TrunkCache
 
 SCHEMA = "planetloc-evaluation-v2"
 RERANK_TOP = 50
@@ -199,9 +200,11 @@ def _subset(queries: Queries, positions: np.ndarray) -> Queries:
     return queries.take(positions)
 
 
-def evaluate_split(model: Any, es: EvalSet, *, device: str = "cpu") -> dict[str, float]:
+def evaluate_split(
+    model: Any, es: EvalSet, *, device: str = "cpu", trunk_cache: TrunkCache | None = None
+) -> dict[str, float]:
     """Full-gallery metrics of one split against itself (training-time validation)."""
-    encoder = Encoder(model, device=device)
+    encoder = Encoder(model, device=device, trunk_cache=trunk_cache)
     query = model.cfg.query
     queries, _ = encode_queries(
         encoder, es.table, es.queries, query=query, joint_score=model.cfg.joint_score

@@ -17,6 +17,7 @@ from planetloc.errors import PlanetlocError
 from planetloc.eval.evaluate import encode_gallery_in_memory, encode_queries, rank_set, set_metrics
 from planetloc.eval.protocols import EvalSet
 from planetloc.model.inference import Encoder
+from planetloc.model.trunk_cache import TrunkCache
 
 ALPHA_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 CRITERION = "mean of R@1, R@5, R@10 on val (full gallery)"
@@ -28,13 +29,14 @@ def select_rerank_alpha(
     *,
     device: str = "cpu",
     grid: tuple[float, ...] = ALPHA_GRID,
+    trunk_cache: TrunkCache | None = None,
 ) -> dict[str, Any]:
     """Sweep ``grid`` on the validation set; return the sweep and the chosen alpha."""
     if val.name in ("test", "world", "unseen") or (val.table.split[val.queries] != "val").any():
         raise PlanetlocError("settings are chosen on the val split only")
     if not model.cfg.uses_text:
         return {"split": "val", "criterion": CRITERION, "sweep": [], "alpha": 0.0}
-    encoder = Encoder(model, device=device)
+    encoder = Encoder(model, device=device, trunk_cache=trunk_cache)
     queries, _ = encode_queries(
         encoder, val.table, val.queries, query=model.cfg.query, joint_score=model.cfg.joint_score
     )

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from planetloc.errors import PlanetlocError
 from planetloc.model.physics import BRANCHES
+from planetloc.model.trunk_cache import TrunkCache
 
 
 @dataclass
@@ -91,13 +92,17 @@ class Encoder:
         device: str = "cpu",
         text_batch_size: int = 64,
         tile_batch_size: int = 128,
+        trunk_cache: TrunkCache | None = None,
     ) -> None:
+        """``trunk_cache``: features of the model's frozen text trunk read from disk instead
+        of computed, for the texts it holds (training's validation texts, say)."""
         if text_batch_size < 1 or tile_batch_size < 1:
             raise PlanetlocError("batch sizes must be at least 1")
         self.model = model.to(device).eval()
         self.device = device
         self.text_batch_size = text_batch_size
         self.tile_batch_size = tile_batch_size
+        self.trunk_cache = trunk_cache
 
     @property
     def temperature_scale(self) -> float:
@@ -118,10 +123,15 @@ class Encoder:
             range(0, len(order), step), desc=desc, unit="batch", disable=not progress, leave=False
         ):
             idx = order[start : start + step]
-            enc, cut = self.model.tokenize([texts[i] for i in idx])
-            emb = self.model.encode_text(
-                enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-            )
+            batch = [texts[i] for i in idx]
+            if self.trunk_cache is not None and self.trunk_cache.covers(batch):
+                emb = self.model.text_head(self.trunk_cache.batch(batch, self.device))
+                cut = self.trunk_cache.truncated_of(batch).tolist()
+            else:
+                enc, cut = self.model.tokenize(batch)
+                emb = self.model.encode_text(
+                    enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+                )
             parts.append(
                 (
                     idx,

@@ -194,15 +194,32 @@ class TrunkCache:
         pos = int(np.searchsorted(self.hashes, np.uint64(h)))
         return pos < len(self.hashes) and int(self.hashes[pos]) == h
 
+    def _positions(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each text's position in the sorted hashes, and whether it is cached."""
+        hashes = np.asarray([text_hash(t) for t in texts], dtype=np.uint64)
+        if len(self.hashes) == 0:
+            return np.zeros(len(texts), dtype=np.int64), np.zeros(len(texts), dtype=bool)
+        pos = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        return pos, np.asarray(self.hashes[pos]) == hashes
+
+    def covers(self, texts: Sequence[str]) -> bool:
+        """Whether every one of ``texts`` is cached."""
+        return bool(self._positions(texts)[1].all())
+
+    def truncated_of(self, texts: Sequence[str]) -> np.ndarray:
+        """Whether each (cached) text was cut at the length limit."""
+        return np.asarray(self.truncated[self._rows(texts)], dtype=bool)
+
+    def _rows(self, texts: Sequence[str]) -> np.ndarray:
+        pos, found = self._positions(texts)
+        if not found.all():
+            missing = int((~found).sum())
+            raise PlanetlocError(f"{self.folder}: {missing} texts of the batch are not cached")
+        return np.asarray(self.rows[pos])
+
     def batch(self, texts: Sequence[str], device: str = "cpu") -> TextOutput:
         """Token features, mask and pooled features of ``texts`` (all must be cached)."""
-        hashes = np.asarray([text_hash(t) for t in texts], dtype=np.uint64)
-        pos = np.searchsorted(self.hashes, hashes)
-        pos = np.minimum(pos, len(self.hashes) - 1)
-        if not np.array_equal(np.asarray(self.hashes[pos]), hashes):
-            missing = int((np.asarray(self.hashes[pos]) != hashes).sum())
-            raise PlanetlocError(f"{self.folder}: {missing} texts of the batch are not cached")
-        rows = np.asarray(self.rows[pos])
+        rows = self._rows(texts)
         starts = np.asarray(self.offsets[rows])
         ends = starts + np.asarray(self.lengths[rows])
         length = int((ends - starts).max())

@@ -498,7 +498,7 @@ def train(
         if info.is_main and val is not None and cfg.eval_every and done % cfg.eval_every == 0:
             row = {
                 "step": done,
-                **{f"val_{k}": v for k, v in _validate(model, val, device).items()},
+                **{f"val_{k}": v for k, v in _validate(model, val, device, cache).items()},
             }
             history.append(row)
             _append(metrics_path, row)
@@ -510,7 +510,7 @@ def train(
         if info.is_main and (done % cfg.save_every == 0 or final):
             extra = {"readers": readers, "skipped_samples": skipped}
             if final and cfg.select_alpha and val is not None and model.cfg.uses_text:
-                extra["selection"] = _select(model, val, device)
+                extra["selection"] = _select(model, val, device, cache)
             save_checkpoint(
                 ckpt_path,
                 model,
@@ -551,12 +551,12 @@ def _validation_set(cfg: TrainConfig) -> Any:
     return None if manifest is None else split_set(manifest, "val")
 
 
-def _validate(model: Planet, val: Any, device: str) -> dict[str, float]:
-    return evaluate_split(model, val, device=device)
+def _validate(model: Planet, val: Any, device: str, cache: TrunkCache | None) -> dict[str, float]:
+    return evaluate_split(model, val, device=device, trunk_cache=cache)
 
 
-def _select(model: Planet, val: Any, device: str) -> dict[str, Any]:
-    return select_rerank_alpha(model, val, device=device)
+def _select(model: Planet, val: Any, device: str, cache: TrunkCache | None) -> dict[str, Any]:
+    return select_rerank_alpha(model, val, device=device, trunk_cache=cache)
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:
