@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "planetloc"
-BASE = {"errors", "atomic", "stable_hash", "yaml_config", "ranking", "__init__"}
+BASE = {"errors", "atomic", "stable_hash", "yaml_config", "ranking", "devices", "__init__"}
 # Which parts of the package each part may import (besides itself and the base modules).
 ALLOWED: dict[str, set[str]] = {
     "geo": set(),

@@ -366,3 +366,32 @@ def test_short_real_training_learns(small_world: Manifest, tmp_path: Path) -> No
     assert full["R@10"] >= untrained["R@10"] + 8, (full, untrained)
     assert world["m100"]["R@1"] >= full["R@1"]  # the geographic prior never hurts
     assert np.isfinite(full["median_error_km"])
+
+
+def test_bf16_autocast_on_cpu_when_asked(
+    small_world: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amp: bf16 trains under bf16 autocast on CPU too; auto stays float32 there."""
+    seen: list[torch.dtype] = []
+    real = compute_loss
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("planetloc.train.trainer.compute_loss", spy)
+    cache = tmp_path / "cache"
+    fp32 = _tiny_config(small_world.path, tmp_path / "fp32", steps=2, text_cache=str(cache))
+    bf16 = _tiny_config(
+        small_world.path, tmp_path / "bf16", steps=2, text_cache=str(cache), amp="bf16"
+    )
+    train(fp32, progress=False)
+    assert seen == [None, None]
+    train(bf16, progress=False)
+    assert seen[2:] == [torch.bfloat16, torch.bfloat16]
+    a, b = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
+    assert all(np.isfinite(r["loss"]) for r in a + b)
+    assert a[0]["loss"] != b[0]["loss"]
+    assert abs(a[0]["loss"] - b[0]["loss"]) < 0.05 * a[0]["loss"]
+    # The frozen trunk's features were cached once per arithmetic.
+    assert len(list(cache.glob("trunk-*"))) == 2

@@ -253,6 +253,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         query=args.query,
         joint_score=args.joint_score,
         text_style=args.text_style,
+        text_cache=args.text_cache,
     )
     print(comparison_table({args.name: report}))
     rerank = report["protocol"]["rerank"]
@@ -402,7 +403,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from planetloc.workflows.demo import run_demo
 
-    run_demo(output_folder(args.out), seed=args.seed, steps=args.steps, workers=args.workers)
+    run_demo(
+        output_folder(args.out),
+        seed=args.seed,
+        steps=args.steps,
+        workers=args.workers,
+        amp=args.amp,
+    )
     return 0
 
 
@@ -586,6 +593,12 @@ def _add_model(sub) -> None:
     p.add_argument(
         "--text-style", help="query with the samples' phrasing in this style (meta.alt_texts)"
     )
+    p.add_argument(
+        "--text-cache",
+        default="auto",
+        help="where a frozen text trunk's query features are kept: auto (beside the data, "
+        "shared by every model with that trunk), off, or a folder",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -739,6 +752,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument(
         "--steps", type=positive_int, default=300, help="training steps per model (default 300)"
+    )
+    p.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "off"),
+        default="auto",
+        help="training arithmetic: auto (bf16 autocast where the CPU or GPU does bf16 "
+        "natively), bf16, or off (float32)",
     )
     p.set_defaults(func=_cmd_demo)
     return parser

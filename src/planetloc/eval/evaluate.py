@@ -232,8 +232,13 @@ def evaluate_model(
     progress: bool = True,
     examples: int = 3,
     model_info: dict[str, Any] | None = None,
+    text_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """The evaluation report of ``model`` on every evaluation set of ``data`` (see module)."""
+    """The evaluation report of ``model`` on every evaluation set of ``data`` (see module).
+
+    ``text_cache``: a folder where a frozen text trunk's features of the queries are kept,
+    so that every model sharing that trunk (ablations, seeds, recipes) computes them once.
+    """
     from planetloc.index.store import BuildOptions, GalleryIndex, build_index
 
     if m < 1:
@@ -255,7 +260,16 @@ def evaluate_model(
                 f"{table.path}: sample {missing[0]!r} (and {len(missing) - 1} more) has no "
                 "street view (street_path), which image queries need"
             )
-    encoder = Encoder(model, device=device)
+    cache = None
+    if text_cache is not None and query in ("text", "joint") and model.text_trunk_frozen:
+        cache = TrunkCache.build(
+            text_cache,
+            model,
+            query_texts(table, query_rows, text_style),
+            device=device,
+            progress=progress,
+        )
+    encoder = Encoder(model, device=device, trunk_cache=cache)
     gallery_rows = np.arange(len(table))
     # Every row of the test table is a gallery tile (queries' own tiles and distractors).
     build_index(

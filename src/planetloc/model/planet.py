@@ -454,7 +454,12 @@ class Planet(nn.Module):
         }, cut
 
     def text_trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextOutput:
-        return self.text_tower(input_ids, attention_mask)
+        out = self.text_tower(input_ids, attention_mask)
+        if self.text_trunk_frozen:
+            # A frozen trunk's token features are float16 numbers, as its on-disk cache keeps
+            # them: cached and freshly computed features give the same embeddings.
+            out = TextOutput(tokens=out.tokens.to(torch.float16), mask=out.mask, pooled=out.pooled)
+        return out
 
     def text_head(self, trunk: TextOutput) -> TextEmbeddings:
         tokens = self.token_adapter(trunk.tokens.float())

@@ -42,20 +42,19 @@ def text_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def trunk_key(model: Any) -> str:
-    """Digest of what the trunk's outputs depend on: its weights and tokenisation settings."""
-    h = hashlib.sha256(
-        json.dumps(
-            {
-                "backbone": model.cfg.backbone,
-                "max_tokens": model.cfg.max_tokens,
-                "tokenizer": type(model.tokenizer).__name__,
-                "vocab": len(model.tokenizer),
-                "v": 2,
-            },
-            sort_keys=True,
-        ).encode()
-    )
+def trunk_key(model: Any, amp: bool = False) -> str:
+    """Digest of what the trunk's outputs depend on: its weights, tokenisation settings and
+    arithmetic (bf16 autocast or float32)."""
+    settings = {
+        "backbone": model.cfg.backbone,
+        "max_tokens": model.cfg.max_tokens,
+        "tokenizer": type(model.tokenizer).__name__,
+        "vocab": len(model.tokenizer),
+        "v": 2,
+    }
+    if amp:  # float32 caches keep the keys they always had
+        settings["arithmetic"] = "bf16"
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for name, tensor in sorted(model.text_tower.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
@@ -87,9 +86,13 @@ class TrunkCache:
         device: str = "cpu",
         batch_size: int = 64,
         progress: bool = False,
+        amp: bool = False,
     ) -> TrunkCache:
-        """The cache of ``texts`` under ``root``, computing whatever an earlier run did not."""
-        key = trunk_key(model)
+        """The cache of ``texts`` under ``root``, computing whatever an earlier run did not.
+
+        ``amp``: run the trunk under bf16 autocast (as a run training with ``amp: bf16``
+        does); such features are cached apart from float32 ones."""
+        key = trunk_key(model, amp)
         unique: dict[int, str] = {}
         for text in texts:
             unique.setdefault(text_hash(text), text)
@@ -108,7 +111,8 @@ class TrunkCache:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            cls._compute(tmp, model, list(unique.items()), device, batch_size, progress)
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp):
+                cls._compute(tmp, model, list(unique.items()), device, batch_size, progress)
             write_text(tmp / "info.json", json.dumps(cls._info(tmp, key)) + "\n")
             with contextlib.suppress(OSError):  # another process finished it first
                 os.replace(tmp, folder)

@@ -51,7 +51,7 @@ class TrainConfig:
     save_every: int = 100
     eval_every: int = 100
     log_every: int = 10
-    amp: str = "auto"  # "auto" (bf16 on CUDA), "bf16" or "off"
+    amp: str = "auto"  # bf16 autocast: "auto" (on CUDA only), "bf16" (any device) or "off"
     device: str = "auto"
     augment: bool = True  # tile shifts of a few pixels and sensor gain/offset; never rotations
     workers: int = 2  # DataLoader worker processes decoding images (0: in the training process)

@@ -25,9 +25,9 @@ from torch import nn
 from tqdm import tqdm
 
 from planetloc.atomic import write_text
-from planetloc.data.manifest import find_manifest
-from planetloc.data.shards import find_shards
+from planetloc.data.caches import cache_root, dataset_manifest
 from planetloc.data.stream import Source, StreamSpec, open_source, train_loader
+from planetloc.devices import pick_device
 from planetloc.errors import PlanetlocError
 from planetloc.eval.evaluate import evaluate_split
 from planetloc.eval.protocols import split_set
@@ -55,14 +55,6 @@ from planetloc.train.distributed import (
 from planetloc.train.losses import LossParts, info_nce_on_scores, planet_loss, symmetric_info_nce
 
 STATISTICS_SAMPLES = 2048  # training tiles the signature standardisation is fitted on
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PlanetlocError(f"device {name!r} requested but CUDA is not available")
-    return name
 
 
 def seed_everything(seed: int) -> None:
@@ -220,22 +212,9 @@ def _start_method() -> str:
     return "spawn" if torch.cuda.is_initialized() else "fork"
 
 
-def _cache_root(cfg: TrainConfig, setting: str) -> Path | None:
-    """Where a dataset-level cache lives: beside the data (``auto``), a folder, or nowhere."""
-    if setting == "off":
-        return None
-    if setting != "auto":
-        return Path(setting)
-    manifest = _dataset_manifest(cfg.data)
-    if manifest is not None:
-        return manifest.parent / ".planetloc-cache"
-    shards = find_shards(cfg.data)
-    return shards[0].parent / ".planetloc-cache" if shards else None
-
-
 def _signatures(cfg: TrainConfig, source: Source, info: DistInfo) -> Signatures:
     """The signature function the workers call, with the dataset's cache when enabled."""
-    root = _cache_root(cfg, cfg.signature_cache)
+    root = cache_root(cfg.data, cfg.signature_cache)
     if root is None:
         return Signatures(cfg.model.signature)
     folder = None
@@ -298,15 +277,6 @@ def fit_signature_statistics(model: Planet, source: Source, cfg: TrainConfig) ->
     return seen
 
 
-def _dataset_manifest(data: str) -> Path | None:
-    """The dataset's manifest, if it has one (shards alone need none to train)."""
-    try:
-        path = find_manifest(data)
-    except PlanetlocError:
-        return None
-    return path if path.is_file() and path.suffix in (".jsonl", ".parquet") else None
-
-
 def _training_texts(data: Path, alternatives: bool) -> Iterator[str]:
     """Every text the run can read: training texts (with their other phrasings when the run
     reads them) and the validation texts."""
@@ -321,25 +291,30 @@ def _training_texts(data: Path, alternatives: bool) -> Iterator[str]:
             yield from ((record.get("meta") or {}).get("alt_texts") or {}).values()
 
 
-def _text_cache(cfg: TrainConfig, model: Planet, device: str, info: DistInfo, progress: bool):
-    if cfg.text_cache == "off" or not model.cfg.uses_text or not model.text_trunk_frozen:
+def _text_cache(
+    cfg: TrainConfig, model: Planet, device: str, info: DistInfo, amp: bool, progress: bool
+) -> TrunkCache | None:
+    if not model.cfg.uses_text or not model.text_trunk_frozen:
         return None
-    manifest = _dataset_manifest(cfg.data)
-    if manifest is None:
-        return None  # shards without a manifest: the trunk runs per batch
+    manifest = dataset_manifest(cfg.data)
+    root = cache_root(cfg.data, cfg.text_cache)
+    if manifest is None or root is None:
+        return None  # no cache, or shards without a manifest: the trunk runs per batch
     alternatives = cfg.alt_text_prob > 0
-    root = (
-        manifest.parent / ".planetloc-cache" if cfg.text_cache == "auto" else Path(cfg.text_cache)
-    )
     cache = None
     if info.is_main:
         cache = TrunkCache.build(
-            root, model, _training_texts(manifest, alternatives), device=device, progress=progress
+            root,
+            model,
+            _training_texts(manifest, alternatives),
+            device=device,
+            progress=progress,
+            amp=amp,
         )
     barrier(info)
     if cache is None:
         cache = TrunkCache.build(
-            root, model, _training_texts(manifest, alternatives), device=device
+            root, model, _training_texts(manifest, alternatives), device=device, amp=amp
         )
     return cache
 
@@ -417,7 +392,10 @@ def train(
         start = saved.step
     else:
         fit_signature_statistics(model, source, cfg)
-    cache = _text_cache(cfg, model, device, info, progress and info.is_main)
+    # bf16 autocast: on CUDA by default, anywhere when asked (CPUs with AMX or AVX512-BF16
+    # run it natively, about twice as fast as float32).
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and device.startswith("cuda"))
+    cache = _text_cache(cfg, model, device, info, amp, progress and info.is_main)
     step_module: nn.Module = TrainStep(model)
     if info.enabled:
         step_module = nn.parallel.DistributedDataParallel(
@@ -425,7 +403,6 @@ def train(
             device_ids=[info.local_rank] if device.startswith("cuda") else None,
             find_unused_parameters=cfg.model.query != "text",
         )
-    amp = cfg.amp != "off" and device.startswith("cuda")
     metrics_path = out / "metrics.jsonl"
     history = _kept_history(metrics_path, start) if info.is_main else []
     val = _validation_set(cfg) if info.is_main and cfg.eval_every else None
@@ -463,7 +440,7 @@ def train(
             tiles = augment_tiles(tiles, gen)
         sigs = {k: v.to(device) for k, v in batch.get("signatures", {}).items()}
         street = batch["street"].to(device) if "street" in batch else None
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp):
             parts = compute_loss(
                 step_module, model, cfg, text, tiles.to(device), sigs, street, info, step
             )
@@ -547,7 +524,7 @@ def train(
 
 
 def _validation_set(cfg: TrainConfig) -> Any:
-    manifest = _dataset_manifest(cfg.data)
+    manifest = dataset_manifest(cfg.data)
     return None if manifest is None else split_set(manifest, "val")
 
 

@@ -10,7 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from planetloc.data.synth.generate import SynthConfig, check_world, generate_world
+from planetloc.devices import cpu_has_native_bf16
 from planetloc.eval.protocols import evaluation_table
 from planetloc.train.config import load_config
 from planetloc.workflows.baseline import run_baseline
@@ -47,28 +50,49 @@ def synthesise(
     return manifest
 
 
+def demo_amp(amp: str) -> str:
+    """The demo's training arithmetic: ``auto`` is bf16 autocast where the hardware does bf16
+    natively (CUDA, or a CPU with AMX / AVX512-BF16), float32 elsewhere."""
+    if amp != "auto":
+        return amp
+    return "bf16" if torch.cuda.is_available() or cpu_has_native_bf16() else "off"
+
+
 def run_demo(
     out: str | Path,
     *,
     seed: int = 0,
     steps: int = 300,
     workers: int = 2,
+    amp: str = "auto",
     say: Callable[[str], None] = print,
+    world: SynthConfig | None = None,
+    settings: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the whole demo into ``out``; returns the evaluation reports by method."""
+    """Run the whole demo into ``out``; returns the evaluation reports by method.
+
+    ``world`` (default: the default SynthCORE world of ``seed``) and ``settings`` (training
+    overrides, e.g. a smaller model) exist for trials and tests; the demo uses neither.
+    """
     out = Path(out)
-    world = SynthConfig(seed=seed)
+    amp = demo_amp(amp)
+    world = world or SynthConfig(seed=seed)
     say(
         f"1/4 synthesising SynthCORE ({world.regions} regions x {world.per_region} samples) "
         f"in {out / 'world'}"
     )
-    manifest = synthesise(world, out / "world", workers, say)
+    manifest = synthesise(world, out / "world", workers, say, progress=progress)
     say("2/4 text-to-signature baseline")
     _, table = run_baseline(str(manifest), out)
     say(table)
     reports = {}
     for i, method in enumerate(METHODS):
-        say(f"3/4 training {method} ({i + 1}/{len(METHODS)}, {steps} steps, same data and budget)")
+        arithmetic = "bf16 autocast" if amp == "bf16" else "float32"
+        say(
+            f"3/4 training {method} ({i + 1}/{len(METHODS)}, {steps} steps, same data and "
+            f"budget, {arithmetic})"
+        )
         cfg = load_config(
             method=method,
             overrides={
@@ -76,11 +100,13 @@ def run_demo(
                 "out": str(out / method),
                 "steps": steps,
                 "seed": seed,
+                "amp": amp,
+                **(settings or {}),
             },
         )
-        ckpt = train_or_reuse(cfg)
+        ckpt = train_or_reuse(cfg, progress=progress)
         reports[method] = run_evaluation(
-            str(manifest), str(out), name=method, loaded=trained(str(ckpt))
+            str(manifest), str(out), name=method, loaded=trained(str(ckpt)), progress=progress
         )
     say("4/4 comparison (full gallery; m100 = the 100 tiles nearest the true tile)")
     say(write_comparison(reports, out))

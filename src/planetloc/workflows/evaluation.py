@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from planetloc.atomic import write_text
+from planetloc.data.caches import cache_root
+from planetloc.devices import pick_device
 from planetloc.eval.evaluate import default_index_dir, evaluate_model
 from planetloc.eval.protocols import evaluation_table
 from planetloc.eval.report import check_name, write_report
-from planetloc.train.trainer import pick_device
 from planetloc.workflows.models import ModelForEvaluation, trained, zero_shot
 
 
@@ -39,8 +40,12 @@ def run_evaluation(
     device: str = "auto",
     progress: bool = True,
     loaded: ModelForEvaluation | None = None,
+    text_cache: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint (or a zero-shot model) and write ``<name>.json/.md/_*.png``."""
+    """Evaluate a checkpoint (or a zero-shot model) and write ``<name>.json/.md/_*.png``.
+
+    ``text_cache``: where a frozen trunk's query features are kept (``auto``: beside the
+    data, as training keeps its own; ``off``; or a folder)."""
     check_name(name)  # before any work: the report's files are named by it
     loaded = loaded or (trained(checkpoint) if checkpoint else zero_shot(backbone, data))
     alpha, source = alpha_for(loaded, rerank_alpha)
@@ -59,6 +64,7 @@ def run_evaluation(
         text_style=text_style,
         progress=progress,
         model_info=loaded.info,
+        text_cache=cache_root(data, text_cache),
     )
     # What the run chose on its val split (None when it chose nothing): part of the schema.
     report["selection"] = loaded.selection or None
