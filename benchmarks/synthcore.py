@@ -10,8 +10,9 @@ Runs (same trainer, data and steps; backbone minilm-cnn; seeds 0..N-1):
 
 * ``itc-77``: image-text contrastive loss, text cut at 77 tokens;
 * ``itc-long``: the same, full 248 tokens (PLANET with lambda = 0);
-* ``planet`` at lambda 0.25, 0.5, 1.0 (the sweep); lambda* is the one whose mean val score
-  (mean of R@1, R@5, R@10, val queries against val tiles, final step) over seeds is best;
+* ``planet`` at lambda 0.25, 0.5, 1.0 (the sweep, on the first ``--sweep-seeds`` seeds);
+  lambda* is the one whose mean val score (mean of R@1, R@5, R@10, val queries against val
+  tiles, final step) over those seeds is best, and is then trained on every seed;
 * ``planet+paraphrase``: planet at lambda* reading another training style's phrasing of the
   same scene half of the time.
 
@@ -20,7 +21,8 @@ reported for the named recipes and for planet at lambda* only, each as its globa
 (alpha 0) and re-ranked (its val alpha), on both worlds and both protocols, and for the
 held-out description style. Intervals: 95% bootstrap over seeds and, within each, queries.
 
-    .venv/bin/python benchmarks/synthcore.py [--seeds 5] [--steps 500] [--parallel 2]
+    .venv/bin/python benchmarks/synthcore.py [--seeds 5] [--sweep-seeds 3] [--steps 500]
+        [--parallel 2]
 
 Runs are reused when finished, so an interrupted benchmark resumes; the results JSON is
 written after every evaluation.
@@ -139,12 +141,14 @@ def _evaluate(args: tuple[str, str, str, list[tuple[str, float, str | None]], in
 
 
 def _earlier(path: Path, steps: int, seeds: list[int]) -> dict[str, Any]:
-    """Results of an earlier run of this benchmark with the same settings (to resume)."""
+    """Results of an earlier run of this benchmark with the same steps and at least these
+    seeds (to resume; a run with more seeds than now asked for is a superset)."""
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return old if old.get("steps") == steps and old.get("seeds") == seeds else {}
+    same = old.get("steps") == steps and set(seeds) <= set(old.get("seeds", []))
+    return old if same else {}
 
 
 def references(work: Path, seeds: list[int], threads: int) -> dict[str, Any]:
@@ -247,6 +251,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
+    parser.add_argument(
+        "--sweep-seeds", type=int, default=3, help="seeds of the lambda values not chosen"
+    )
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -278,19 +285,31 @@ def main() -> int:
         write_text(args.out, json.dumps(results, indent=1) + "\n")
 
     pool = ProcessPoolExecutor(max_workers=args.parallel)
-    # 1. Train the recipes and the lambda sweep; choose lambda on val.
-    jobs = [
-        (name, method, extra, seed, args.steps, str(work), threads)
-        for name, (method, extra) in recipes(None).items()
-        for seed in seeds
-    ]
-    for run in pool.map(_train, jobs):
-        results["runs"].setdefault(run["name"], {}).setdefault(str(run["seed"]), {})["train"] = run
-        print(f"trained {run['name']} seed {run['seed']} in {run['seconds']} s", flush=True)
-        save()
+
+    def train_all(jobs: list[tuple]) -> None:
+        todo = [j for j in jobs if str(j[3]) not in results["runs"].get(j[0], {})]
+        for run in pool.map(_train, todo):
+            results["runs"].setdefault(run["name"], {}).setdefault(str(run["seed"]), {})[
+                "train"
+            ] = run
+            print(f"trained {run['name']} seed {run['seed']} in {run['seconds']} s", flush=True)
+            save()
+
+    # 1. The recipes on every seed and the lambda sweep on the first sweep seeds; lambda is
+    # chosen on val, then trained on the remaining seeds.
+    sweep_seeds = seeds[: args.sweep_seeds]
+    train_all(
+        [
+            (name, method, extra, seed, args.steps, str(work), threads)
+            for name, (method, extra) in recipes(None).items()
+            for seed in (sweep_seeds if name.startswith("planet-l") else seeds)
+        ]
+    )
     sweep = {
         lam: float(
-            np.mean([val_score(results["runs"][f"planet-l{lam}"][str(s)]["train"]) for s in seeds])
+            np.mean(
+                [val_score(results["runs"][f"planet-l{lam}"][str(s)]["train"]) for s in sweep_seeds]
+            )
         )
         for lam in LAMBDAS
     }
@@ -298,17 +317,29 @@ def main() -> int:
     results["selection"] = {
         "split": "val",
         "criterion": "mean over seeds of the final mean(R@1, R@5, R@10), val queries vs val tiles",
+        "seeds": sweep_seeds,
         "sweep": {str(k): v for k, v in sweep.items()},
         "itc-long (lambda 0)": float(
-            np.mean([val_score(results["runs"]["itc-long"][str(s)]["train"]) for s in seeds])
+            np.mean([val_score(results["runs"]["itc-long"][str(s)]["train"]) for s in sweep_seeds])
         ),
         "lambda": best,
     }
     save()
-    # 2. The paraphrase variant at the chosen lambda.
-    for run in pool.map(
-        _train,
+    # 2. The chosen lambda on every seed, and the paraphrase variant at the chosen lambda.
+    train_all(
         [
+            (
+                "planet-l" + str(best),
+                "planet",
+                {"lambda_phy": best},
+                s,
+                args.steps,
+                str(work),
+                threads,
+            )
+            for s in seeds
+        ]
+        + [
             (
                 "planet+paraphrase",
                 "planet",
@@ -319,10 +350,8 @@ def main() -> int:
                 threads,
             )
             for s in seeds
-        ],
-    ):
-        results["runs"].setdefault(run["name"], {}).setdefault(str(run["seed"]), {})["train"] = run
-        save()
+        ]
+    )
     # 3. Test, once, for the reported recipes: global and re-ranked, both worlds, held-out style.
     reported = ["itc-77", "itc-long", f"planet-l{best}", "planet+paraphrase"]
     jobs = []

@@ -884,6 +884,7 @@ MODEL: list[Case] = [
         lambda e: tiny_train(e, "--config", e.file("c.yaml", "steps: [1, 2\n")),
         "c.yaml",
     ),
+    ("train-set-bad-yaml", lambda e: tiny_train(e, "--set", "steps=[1,"), "steps"),
     (
         "train-config-not-utf8",
         lambda e: tiny_train(e, "--config", e.file("c.yaml", b"steps: \xff\n")),

@@ -122,6 +122,55 @@ def test_flat_search_gives_the_same_answer_for_any_batch_size(tiny_index: Path) 
     assert np.array_equal(small_rows[:, 0], np.argmax(queries[:3].astype(np.float64) @ stored.T, 1))
 
 
+class _Gallery:
+    """A flat gallery held in memory, as the search contract sees an opened index."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        from planetloc.index.search import SearchParams, make_faiss
+
+        self.embeddings = vectors
+        self.faiss_index, self.search_params = make_faiss(vectors, SearchParams(kind="flat"))
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+
+def test_exact_search_separates_what_float32_cannot_and_breaks_true_ties_by_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from planetloc.index import search as search_mod
+
+    rng = np.random.default_rng(3)
+    d = 64
+    base = rng.standard_normal((3000, d))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    query = base[0].copy()
+    # Rows whose exact scores differ below float32's resolution near the top, and exact
+    # duplicates (true ties) placed late, so the tie rule has something to decide.
+    for i, row in enumerate((2900, 17, 1500, 42)):
+        v = query.copy()
+        v[i + 1] += 1e-7 * (i + 1)  # scores 1 + O(1e-7 * q[i+1]): one float32 ulp or less
+        base[row] = v
+    base[2999] = base[1]
+    base[5] = base[1]
+    vectors = base.astype(np.float32)  # the stored (and exact) values
+    gallery = _Gallery(vectors)
+    exact = vectors.astype(np.float64) @ vectors[[0, 1]].astype(np.float64).T
+    want = np.lexsort((np.tile(np.arange(3000), (2, 1)), -exact.T))[:, :12]
+    for q_rows in ([0], [0, 1]):
+        rows, scores = search_mod.search(gallery, vectors[q_rows], 12)
+        assert rows.tolist() == want[: len(q_rows)].tolist()
+        assert np.allclose(scores, np.take_along_axis(exact.T[: len(q_rows)], rows, 1), 0, 1e-12)
+    # The same answer from the allowed-subset path, and with blocks far smaller than the data.
+    allowed = np.arange(0, 3000)
+    assert search_mod.search(gallery, vectors[[0]], 12, allowed)[0].tolist() == want[:1].tolist()
+    monkeypatch.setattr(search_mod, "BLOCK_BYTES", 4 * d * 100)
+    assert search_mod.search(gallery, vectors[[0, 1]], 12)[0].tolist() == want.tolist()
+    # Duplicates of row 1 come back in row order.
+    dup = search_mod.search(gallery, vectors[[1]], 3)[0][0].tolist()
+    assert dup == [1, 5, 2999]
+
+
 def test_priors_select_exactly_what_they_say(tiny_index: Path) -> None:
     idx = GalleryIndex.open(tiny_index)
     lat, lon, region = idx.lat, idx.lon, idx.region

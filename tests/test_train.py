@@ -241,6 +241,23 @@ def test_settings_are_type_checked_once(tmp_path: Path) -> None:
         load_config(bad)
 
 
+def test_words_like_off_stay_words(tmp_path: Path) -> None:
+    """YAML 1.1 reads off/on/yes/no as booleans; settings whose values are those words must
+    get the words, from --set and from config files alike."""
+    from planetloc.yaml_config import parse_overrides
+
+    cfg = load_config(
+        overrides=parse_overrides(["text_cache=off", "signature_cache=off", "augment=off"])
+    )
+    assert (cfg.text_cache, cfg.signature_cache, cfg.augment) == ("off", "off", False)
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("text_cache: off\naugment: yes\nselect_alpha: false\n")
+    cfg = load_config(yaml)
+    assert (cfg.text_cache, cfg.augment, cfg.select_alpha) == ("off", True, False)
+    with pytest.raises(PlanetlocError, match="--set steps: value '\\[1,' is not YAML"):
+        parse_overrides(["steps=[1,"])
+
+
 class _Boom:
     """Unpickling this runs code: a stand-in for a hostile checkpoint."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,34 @@ import yaml
 from planetloc.errors import PlanetlocError
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, so
+    ``text_cache: off`` would arrive as False where the setting means the word ``off``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text the way every planetloc config is read (see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no Python objects
+
+
 def read_mapping(path: str | os.PathLike[str], what: str = "config") -> dict[str, Any]:
     """The top-level mapping of a YAML file; one-line errors for a missing or bad file."""
     p = Path(path)
     if not p.is_file():
         raise PlanetlocError(f"{p}: {what} file not found")
     try:
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        loaded = load_yaml(p.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as err:
         raise PlanetlocError(f"{p}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
@@ -34,7 +56,13 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise PlanetlocError(f"override {pair!r} must look like KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(raw) if raw else ""
+        try:
+            out[key.strip()] = load_yaml(raw) if raw else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "invalid YAML"
+            raise PlanetlocError(
+                f"--set {key.strip()}: value {raw!r} is not YAML ({problem})"
+            ) from None
     return out
 
 
@@ -64,8 +92,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "yes", "on")
         raise PlanetlocError(f"setting {key!r} must be true or false, got {value!r}")
     if annotation is int:
         number = _number(value, key, "an integer")

@@ -143,6 +143,17 @@ def open_faiss(path: Path, params: SearchParams, count: int) -> Any:
     return index
 
 
+def exact_dot(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """float64 dot products of ``rows`` (..., d) with ``query`` (d or broadcastable).
+
+    An elementwise product then a sum along the last axis, so every row is summed in the
+    same order: equal rows get bit-equal scores wherever they sit, which a BLAS product
+    (its kernel varies with a row's position in the block) does not promise, and the tie
+    rule needs.
+    """
+    return (np.asarray(rows, np.float64) * np.asarray(query, np.float64)).sum(-1)
+
+
 def _exact(
     gallery: Any, queries: np.ndarray, rows: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +162,7 @@ def _exact(
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
     g = np.asarray(gallery.embeddings[safe.ravel()], dtype=np.float64).reshape(*rows.shape, -1)
-    scores = np.where(valid, np.einsum("qd,qkd->qk", q, g), -np.inf)
+    scores = np.where(valid, exact_dot(g, q[:, None, :]), -np.inf)
     # Tie rule by row: sort candidates by row first (invalid last), then stably by score.
     by_row = np.argsort(np.where(valid, rows, np.iinfo(np.int64).max), axis=1, kind="stable")
     rows = np.take_along_axis(rows, by_row, axis=1)
@@ -160,6 +171,84 @@ def _exact(
     rows = np.take_along_axis(rows, best, axis=1)
     scores = np.take_along_axis(scores, best, axis=1)
     return _pad(rows, scores, k)
+
+
+# Rows scored per float32 block: bounds the memory of a pass whatever the gallery size.
+BLOCK_BYTES = 256 * 2**20
+
+
+def gallery_max_norm(gallery: Any) -> float:
+    """The largest embedding norm of the gallery (computed once, in blocks)."""
+    cached = getattr(gallery, "_max_norm", None)
+    if cached is None:
+        emb = gallery.embeddings
+        step = max(1, BLOCK_BYTES // (8 * emb.shape[1]))
+        cached = max(
+            (
+                float(np.sqrt((np.asarray(emb[s : s + step], np.float64) ** 2).sum(1).max()))
+                for s in range(0, len(emb), step)
+            ),
+            default=0.0,
+        )
+        gallery._max_norm = cached
+    return cached
+
+
+def _float32_rows(gallery: Any, rows: np.ndarray | None, start: int, stop: int) -> np.ndarray:
+    """Gallery vectors ``start:stop`` (of ``rows`` when given) as float32: FAISS's own copy
+    when it is a flat index (no conversion), else the stored embeddings converted."""
+    index = getattr(gallery, "faiss_index", None)
+    if index is not None and gallery.search_params.factory == "Flat":
+        import faiss
+
+        xb = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
+            index.ntotal, index.d
+        )
+    else:
+        xb = gallery.embeddings
+    part = xb[start:stop] if rows is None else xb[rows[start:stop]]
+    return np.asarray(part, dtype=np.float32)
+
+
+def _two_pass(
+    gallery: Any, q: np.ndarray, k: int, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` (float64 scores, ties by row) of ``allowed`` rows (all when None).
+
+    A float32 BLAS pass ranks every row; rows within twice the float32 error bound of the
+    k-th float32 score are then scored in float64. A row's float32 score is within
+    e = gamma_d * |q| * max|x| of its exact score (gamma_d = d u / (1 - d u), u = 2**-24),
+    so every row whose exact score reaches the exact k-th score is among those rescored.
+    No float64 copy of the gallery is ever made.
+    """
+    n = len(gallery.embeddings) if allowed is None else len(allowed)
+    d = q.shape[1]
+    unit = d * 2.0**-24
+    gamma = unit / (1 - unit)
+    out_rows = np.full((len(q), k), -1, dtype=np.int64)
+    out_scores = np.full((len(q), k), -np.inf)
+    width = max(1, BLOCK_BYTES // (4 * d))
+    blocks_q = max(1, BLOCK_BYTES // (4 * max(n, 1)))
+    bound = 2 * gamma * gallery_max_norm(gallery)
+    for q0 in range(0, len(q), blocks_q):
+        qb = q[q0 : q0 + blocks_q]
+        s32 = np.empty((len(qb), n), dtype=np.float32)
+        for start in range(0, n, width):
+            stop = min(n, start + width)
+            s32[:, start:stop] = qb @ _float32_rows(gallery, allowed, start, stop).T
+        kk = min(k, n)
+        kth = -np.partition(-s32, kk - 1, axis=1)[:, kk - 1]
+        for i in range(len(qb)):
+            floor = kth[i] - bound * float(np.linalg.norm(qb[i]))
+            cols = np.flatnonzero(s32[i] >= floor)
+            rows = cols if allowed is None else allowed[cols]
+            order_ = np.argsort(rows, kind="stable")  # ties by row: candidates in row order
+            rows = rows[order_]
+            exact = exact_dot(gallery.embeddings[rows], qb[i])
+            best = top_k(exact[None], kk)[0]
+            out_rows[q0 + i, :kk] = rows[best]
+            out_scores[q0 + i, :kk] = exact[best]
+    return _pad(out_rows, out_scores, k)
 
 
 def _pad(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +264,6 @@ def search(
     gallery: Any, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """See :meth:`planetloc.index.store.GalleryIndex.search`."""
-    import faiss
 
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if q.ndim != 2 or q.shape[1] != gallery.embeddings.shape[1]:
@@ -190,20 +278,12 @@ def search(
             return _pad(np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0)), k)
         if len(allowed) <= EXACT_SUBSET:
             # A small allowed set is scored exactly: faster than a filtered walk, and exact.
-            sub = np.asarray(gallery.embeddings[allowed], dtype=np.float64)
-            scores = q.astype(np.float64) @ sub.T
-            best = top_k(scores, k)
-            return _pad(allowed[best], np.take_along_axis(scores, best, axis=1), k)
+            return _two_pass(gallery, q, k, allowed)
     index = gallery.faiss_index
     exact_kind = gallery.search_params.factory == "Flat"
     if allowed is None and exact_kind and len(q) < SMALL_BATCH:
-        # One BLAS pass over FAISS's own vectors (a zero-copy view) uses every core.
-        xb = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
-            index.ntotal, index.d
-        )
-        scores = q.astype(np.float64) @ xb.T.astype(np.float64)
-        best = top_k(scores, k)
-        return _pad(best, np.take_along_axis(scores, best, axis=1), k)
+        # One BLAS pass over FAISS's own float32 vectors (a zero-copy view) uses every core.
+        return _two_pass(gallery, q, k, None)
     depth = min(len(gallery), k if exact_kind else max(k, 2 * k))
     if allowed is None:
         _, rows = index.search(q, depth)

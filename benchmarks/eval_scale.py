@@ -1,0 +1,248 @@
+"""Evaluation at scale: SynthCORE-XL test queries against its ~1M-tile gallery, end to end.
+
+Phases, each timed and its peak memory sampled every 0.2 s:
+
+0. the world: ``preset_config("xl")`` (225 regions, ~100k described samples, ~1M gallery
+   tiles in JPEG shards) generated or finished (a killed generation resumes per shard;
+   about 1.5 h on 2 cores), or a smaller variant (``--regions``, ``--gallery``);
+1. ``index``: reading the evaluation table and encoding every gallery tile into the index
+   store that ``evaluate`` keeps (the same call evaluation makes, so it reuses it);
+2. ``evaluate``: ``run_evaluation`` as ``planetloc evaluate`` runs it: every evaluation set,
+   the full-gallery and the m-nearest protocol (m = 100), report files; its index step now
+   only verifies the stored shards (its cost is reported separately);
+3. ``nearest``: the m-nearest candidate step alone (``nearest_candidates``) for the world set.
+
+Memory: the gallery's embeddings are memory-mapped from the index store, so the resident set
+grows by their size as they are read; reported are the embedding bytes, the growth of the
+resident set, and the extra beyond the embeddings (and the anonymous-memory growth, which
+leaves file-backed pages out but counts the FAISS copy read from the store). Target: the
+extra is at most 4 GB. Baseline: the size of the full score matrix an unblocked evaluation
+would allocate (world queries x gallery x 8 bytes).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/eval_scale.py \
+        [--checkpoint runs/bench/planet-l0.5-seed0] [--world runs/bench/world-xl]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/eval_scale.py --smoke --checkpoint RUN \
+        --out /tmp/eval_scale.json
+
+Prints a table and writes benchmarks/results/eval_scale.json (after every phase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memwatch import GB, PeakMemory, folder_gb, free_disk_gb, machine
+from planetloc.atomic import write_text
+from planetloc.data.synth.config import preset_config
+from planetloc.data.synth.generate import check_world, generate_world
+from planetloc.eval.evaluate import default_index_dir
+from planetloc.eval.metrics import nearest_candidates
+from planetloc.eval.protocols import evaluation_sets, evaluation_table
+from planetloc.index.store import BuildOptions, build_index
+from planetloc.model.inference import Encoder
+from planetloc.workflows.evaluation import run_evaluation
+from planetloc.workflows.models import trained
+
+TARGET_EXTRA_GB = 4.0
+
+
+def memory_entry(mem: PeakMemory, seconds: float, embeddings_gb: float) -> dict[str, Any]:
+    used = mem.report()
+    return {
+        "seconds": round(seconds, 1),
+        **used,
+        "embeddings_gb": round(embeddings_gb, 3),
+        "extra_over_embeddings_gb": round(used["rss_growth_gb"] - embeddings_gb, 3),
+    }
+
+
+def encode_gallery(loaded: Any, world: Path, index_dir: Path) -> float:
+    """Phase 1 as evaluation runs it: the evaluation table, then the index store; returns
+    the seconds spent reading the table."""
+    start = time.perf_counter()
+    table = evaluation_table(world)
+    seconds = time.perf_counter() - start
+    build_index(
+        Encoder(loaded.model),
+        loaded.fingerprint,
+        table,
+        np.arange(len(table)),
+        index_dir,
+        options=BuildOptions(require_tile_size=False),
+    )
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="runs/bench/planet-l0.5-seed0")
+    parser.add_argument("--world", default="runs/bench/world-xl")
+    parser.add_argument("--work", default="runs/bench/eval-scale", help="index and report")
+    parser.add_argument("--regions", type=int, default=None, help="fewer regions than xl's 225")
+    parser.add_argument("--per-region", type=int, default=None, help="described samples/region")
+    parser.add_argument("--gallery", type=int, default=None, help="total gallery tiles (about)")
+    parser.add_argument("--workers", type=int, default=2, help="world generation processes")
+    parser.add_argument("--m", type=int, default=100)
+    parser.add_argument(
+        "--reuse-index",
+        action="store_true",
+        help="keep an index store left by an earlier run (phase 1 then only verifies it)",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="3 regions x (60 described + 200 gallery tiles)"
+    )
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "eval_scale.json"))
+    args = parser.parse_args()
+    if args.smoke:
+        args.regions, args.per_region, args.gallery = 3, 60, 600
+        if args.world == parser.get_default("world"):
+            args.world = "/tmp/planetloc-eval-scale-smoke/world"
+        if args.work == parser.get_default("work"):
+            args.work = "/tmp/planetloc-eval-scale-smoke/work"
+    overrides: dict[str, Any] = {}
+    if args.regions is not None:
+        overrides["regions"] = args.regions
+    if args.per_region is not None:
+        overrides["per_region"] = args.per_region
+    if args.gallery is not None:
+        overrides["distractors"] = max(1, args.gallery // (args.regions or 225))
+    cfg = preset_config("xl", **overrides)
+    payload: dict[str, Any] = {
+        "benchmark": "eval_scale",
+        "config": vars(args),
+        "world": {"preset": "xl", "overrides": overrides},
+        "phases": {},
+        "machine": machine(),
+    }
+
+    def save() -> None:
+        write_text(args.out, json.dumps(payload, indent=1) + "\n")
+
+    world = Path(args.world)
+    check_world(cfg, world)  # a folder holding another world is refused before any work
+    payload["world"]["free_disk_gb_before"] = round(free_disk_gb(world), 1)
+    start = time.perf_counter()
+    if not (world / "world.json").is_file():
+        generate_world(
+            cfg,
+            world,
+            workers=args.workers,
+            progress=lambda d, t: print(f"\rgenerating: {d}/{t} shards", end="", flush=True),
+        )
+        print()
+    summary = json.loads((world / "world.json").read_text(encoding="utf-8"))
+    payload["world"].update(
+        samples=summary["samples"],
+        splits=summary["splits"],
+        disk_gb=round(folder_gb(world), 2),
+        seconds_this_run=round(time.perf_counter() - start, 1),
+    )
+    save()
+
+    loaded = trained(args.checkpoint)
+    index_dir = default_index_dir(args.work, loaded.fingerprint)
+    if not args.reuse_index:
+        shutil.rmtree(index_dir, ignore_errors=True)  # phase 1 measures encoding, not reuse
+
+    # 1. Encode the gallery into the store evaluation reads (and reuses). The table is
+    # dropped afterwards, so the next phase starts from the same memory.
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        table_seconds = encode_gallery(loaded, world, index_dir)
+        seconds = time.perf_counter() - start
+    info = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
+    # The global embeddings, which ranking reads in full; the physical ones (also mapped)
+    # are read only for re-ranked candidates, so their pages count as extra.
+    emb_gb = (index_dir / "embeddings.npy").stat().st_size / GB
+    payload["phases"]["index"] = memory_entry(mem, seconds, emb_gb) | {
+        "read_table_s": round(table_seconds, 1),
+        "encode_s": info["encode_seconds"],
+        "faiss_build_s": info["build_seconds"],
+        "tiles": info["count"],
+        "tiles_per_s": round(info["count"] / max(info["encode_seconds"], 1e-9), 1),
+        "shards_reused": info["shards"]["reused"],
+        "store_disk_gb": round(folder_gb(index_dir), 2),
+        "mapped_arrays_gb": round(sum(p.stat().st_size for p in index_dir.glob("*.npy")) / GB, 3),
+    }
+    save()
+
+    # 2. The evaluation as `planetloc evaluate` runs it (both protocols, every set).
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        report = run_evaluation(
+            str(world), args.work, name="eval-scale", loaded=loaded, m=args.m, progress=True
+        )
+        seconds = time.perf_counter() - start
+    info = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
+    worldset = report["sets"]["world"]
+    queries, gallery = worldset["full"]["queries"], worldset["full"]["gallery"]
+    payload["phases"]["evaluate"] = memory_entry(mem, seconds, emb_gb) | {
+        "index_verify_s": info["encode_seconds"],
+        "index_faiss_rebuild_s": info["build_seconds"],
+        "sets": {
+            name: {"queries": s["full"]["queries"], "gallery": s["full"]["gallery"]}
+            for name, s in report["sets"].items()
+        },
+        "world_full_R@1": round(worldset["full"]["R@1"], 2),
+        f"world_m{args.m}_R@1": round(worldset[f"m{args.m}"]["R@1"], 2),
+        "full_matrix_gb_world": round(queries * gallery * 8 / GB, 2),
+    }
+    save()
+
+    # 3. The m-nearest candidate step alone, for the world set.
+    table = evaluation_table(world)
+    es = next(s for s in evaluation_sets(table) if s.name == "world")
+    gll = table.latlon(es.gallery)
+    local_true = np.searchsorted(es.gallery, es.true_rows)
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        nearest_candidates(gll[local_true], gll, args.m, true_rows=local_true)
+        seconds = time.perf_counter() - start
+    payload["phases"]["nearest"] = {
+        "seconds": round(seconds, 2),
+        "queries": int(len(local_true)),
+        "gallery": int(len(gll)),
+        **mem.report(),
+    }
+    phases = ("index", "evaluate")
+    extra = max(payload["phases"][p]["extra_over_embeddings_gb"] for p in phases)
+    payload["summary"] = {
+        "queries_world": queries,
+        "gallery_world": gallery,
+        "end_to_end_s": round(
+            payload["phases"]["index"]["seconds"] + payload["phases"]["evaluate"]["seconds"], 1
+        ),
+        "embeddings_gb": round(emb_gb, 3),
+        "extra_over_embeddings_gb": extra,
+        "anon_growth_gb": max(
+            payload["phases"][p]["anon_growth_gb"] for p in ("index", "evaluate")
+        ),
+        "target_extra_gb": TARGET_EXTRA_GB,
+        "meets_target": extra <= TARGET_EXTRA_GB,
+        "full_matrix_gb_world": payload["phases"]["evaluate"]["full_matrix_gb_world"],
+    }
+    save()
+    print(
+        f"\n{'phase':10s} {'seconds':>9s} {'peak RSS GB':>12s} {'growth GB':>10s} {'extra GB':>9s}"
+    )
+    for name in ("index", "evaluate"):
+        p = payload["phases"][name]
+        print(
+            f"{name:10s} {p['seconds']:>9} {p['peak_rss_gb']:>12} {p['rss_growth_gb']:>10} "
+            f"{p['extra_over_embeddings_gb']:>9}"
+        )
+    p = payload["phases"]["nearest"]
+    print(f"{'nearest':10s} {p['seconds']:>9} {p['peak_rss_gb']:>12} {p['rss_growth_gb']:>10}")
+    print(json.dumps(payload["summary"], indent=1))
+    return 0 if payload["summary"]["meets_target"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
