@@ -8,7 +8,13 @@ from pathlib import Path
 
 from planetloc.data.manifest import Manifest
 from planetloc.data.shards import sample_key, write_tar
-from planetloc.data.stream import StreamSpec, TrainStream, open_source, train_loader
+from planetloc.data.stream import (
+    ManifestSource,
+    StreamSpec,
+    TrainStream,
+    open_source,
+    train_loader,
+)
 from planetloc.model.signature_cache import Signatures
 from planetloc.model.signatures import SignatureConfig
 
@@ -108,3 +114,11 @@ def test_cached_signatures_equal_measured_ones_and_the_cache_is_reused(
     measured = Signatures(cfg)(tiles, hashes)
     for name in measured:
         assert np.allclose(cached[name], measured[name], atol=1e-5), name
+    # Built by two worker processes, one part file each, assembled into the same arrays.
+    blocks = ManifestSource(small_world.path, block_rows=100)
+    assert len(blocks.parts("train")) > 1
+    again = build_cache(tmp_path / "two", blocks, "train", 64, cfg, workers=2)
+    assert np.array_equal(np.load(again / "hashes.npy"), np.load(folder / "hashes.npy"))
+    for name in measured:  # batches of another size: equal up to float rounding
+        assert np.allclose(np.load(again / f"{name}.npy"), np.load(folder / f"{name}.npy"), 0, 1e-5)
+    assert not list((tmp_path / "two").glob(".*tmp"))  # nothing left behind

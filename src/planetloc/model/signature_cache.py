@@ -98,31 +98,42 @@ def _readable(source: Any, part: Any, split: str) -> Iterator[Any]:
         return
 
 
-def _part_signatures(args: tuple[Any, Any, str, int, SignatureConfig]) -> list[tuple[int, dict]]:
-
-    source, part, split, size, cfg = args
+def _part_signatures(args: tuple[Any, Any, str, int, SignatureConfig, Path]) -> Path:
+    """Measure one part's tiles, ``BATCH`` at a time, into one file: what a worker holds is
+    one batch of pixels and one part's signatures, whatever the dataset's size."""
+    source, part, split, size, cfg, out = args
     torch.set_num_threads(1)
-    rows: list[tuple[int, np.ndarray]] = []
     hashes: list[int] = []
+    chunks: dict[str, list[np.ndarray]] = {b: [] for b in BRANCHES}
+    tiles: list[np.ndarray] = []
+
+    def measure() -> None:
+        batch = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).contiguous()
+        sigs = physical_signatures(batch, cfg)
+        for b in BRANCHES:
+            chunks[b].append(sigs[b].numpy().astype(np.float32))
+        tiles.clear()
+
     for sample in _readable(source, part, split):
         try:
             tile = decode_rgb(sample.sat, size, source=sample.source)
         except PlanetlocError:
-            continue
+            continue  # the stream reports it; the cache only lacks it
         hashes.append(content_hash(sample.sat))
-        rows.append(tile)
-    out = []
-    for start in range(0, len(rows), BATCH):
-        tiles = torch.from_numpy(np.stack(rows[start : start + BATCH])).permute(0, 3, 1, 2)
-        sigs = physical_signatures(tiles.contiguous(), cfg)
-        for j in range(tiles.shape[0]):
-            out.append((hashes[start + j], {b: sigs[b][j].numpy() for b in BRANCHES}))
+        tiles.append(tile)
+        if len(tiles) == BATCH:
+            measure()
+    if tiles:
+        measure()
+    arrays = {b: np.concatenate(c) for b, c in chunks.items() if c}
+    np.savez(out, hashes=np.asarray(hashes, dtype=np.uint64), **arrays)
     return out
 
 
-def _part_hashes(args: tuple[Any, Any, str]) -> list[int]:
+def _part_hashes(args: tuple[Any, Any, str]) -> np.ndarray:
     source, part, split = args
-    return [content_hash(s.sat) for s in _readable(source, part, split)]
+    hashes = [content_hash(s.sat) for s in _readable(source, part, split)]
+    return np.asarray(hashes, dtype=np.uint64)
 
 
 def _map(fn: Any, jobs: list[Any], workers: int) -> list[Any]:
@@ -155,24 +166,51 @@ def build_cache(
     settings = _settings_key(cfg, image_size)
     parts = source.parts(split)
     hashed = _map(_part_hashes, [(source, part, split) for part in parts], workers)
-    hashes = np.unique(np.fromiter((h for part in hashed for h in part), dtype=np.uint64))
+    hashes = np.unique(np.concatenate([*hashed, np.zeros(0, dtype=np.uint64)]))
     digest = hashlib.sha256(hashes.tobytes()).hexdigest()[:12]
     folder = root / f"signatures-{settings}-{digest}"
     candidates = sorted(root.glob(f"signatures-{settings}-*")) if root.is_dir() else []
-    for found in [folder, *candidates]:
+    if (folder / "info.json").is_file():
+        return folder  # built for exactly these tiles (its name is their digest)
+    for found in candidates:
         if _holds(found, hashes):
             return found
-    jobs = [(source, part, split, image_size, cfg) for part in parts]
-    unique = dict(r for part in _map(_part_signatures, jobs, workers) for r in part)
     tmp = root / f".signatures-{settings}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        np.save(tmp / "hashes.npy", hashes)
+        jobs = [
+            (source, part, split, image_size, cfg, tmp / f"part-{i}.npz")
+            for i, part in enumerate(parts)
+        ]
+        files = _map(_part_signatures, jobs, workers)
+        # Only measured tiles are stored (an undecodable one is left to the stream); parts
+        # are copied in one at a time into memory-mapped arrays, so the parent never holds
+        # the signatures of the whole dataset.
+        stored = np.unique(
+            np.concatenate([*(np.load(f)["hashes"] for f in files), np.zeros(0, np.uint64)])
+        )
+        np.save(tmp / "hashes.npy", stored)
+        columns: dict[str, np.ndarray] = {}
+        for f in files:
+            with np.load(f) as part:
+                if not len(part["hashes"]):
+                    continue
+                pos = np.searchsorted(stored, part["hashes"])
+                for b in BRANCHES:
+                    if b not in columns:
+                        columns[b] = np.lib.format.open_memmap(
+                            tmp / f"{b}.npy", "w+", np.float32, (len(stored), part[b].shape[1])
+                        )
+                    columns[b][pos] = part[b]
+            f.unlink()
         for b in BRANCHES:
-            values = np.stack([unique[int(h)][b] for h in hashes]).astype(np.float32)
-            np.save(tmp / f"{b}.npy", values)
-        info = {"tiles": len(hashes), "settings": settings}
+            if b in columns:
+                columns[b].flush()
+            else:
+                np.save(tmp / f"{b}.npy", np.zeros((0, 1), dtype=np.float32))
+        columns.clear()
+        info = {"tiles": len(stored), "settings": settings}
         write_text(tmp / "info.json", json.dumps(info) + "\n")
         with contextlib.suppress(OSError):  # another process finished it first
             os.replace(tmp, folder)

@@ -149,7 +149,10 @@ class TrunkCache:
                         enc["input_ids"].to(device), enc["attention_mask"].to(device)
                     )
                     if pooled is None:
-                        pooled = np.zeros((n, out.pooled.shape[1]), dtype=np.float32)
+                        # On disk, not in memory: a million texts' pooled features are GBs.
+                        pooled = np.lib.format.open_memmap(
+                            folder / "pooled.npy", "w+", np.float32, (n, out.pooled.shape[1])
+                        )
                     kept = enc["attention_mask"].sum(1).tolist()
                     for j, i in enumerate(idx):
                         spans[i] = out.tokens[j, : kept[j]].to("cpu", torch.float16).numpy()
@@ -175,7 +178,11 @@ class TrunkCache:
         rank = np.argsort(hashes, kind="stable")
         np.save(folder / "offsets.npy", offsets)
         np.save(folder / "lengths.npy", lengths)
-        np.save(folder / "pooled.npy", pooled if pooled is not None else np.zeros((0, 1)))
+        if pooled is None:
+            np.save(folder / "pooled.npy", np.zeros((0, 1), dtype=np.float32))
+        else:
+            pooled.flush()
+            del pooled
         np.save(folder / "truncated.npy", truncated)
         np.save(folder / "hashes.npy", hashes[rank])
         np.save(folder / "rows.npy", rank.astype(np.int64))
