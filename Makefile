@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 # Browser libraries of the map page and the API docs, pinned in web/package-lock.json.
 VENDOR := src/planetloc/serve/static/vendor
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench readme lint clean
 
 setup: $(STAMP) $(VENDOR)/.installed
 
@@ -36,12 +36,25 @@ demo: $(STAMP)
 test: $(STAMP) $(VENDOR)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# Run alone on a quiet machine: the timings are only meaningful without other jobs. The
+# README's tables are then rendered from benchmarks/results/ (scripts/readme_tables.py).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/street_render.py
 	$(BIN)/python benchmarks/build.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/demo.py --also-fp32
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/synthcore.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crossview.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/serve.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/index.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_scale.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_scale.py
+	$(BIN)/python scripts/readme_tables.py
+
+readme: $(STAMP)
+	$(BIN)/python scripts/readme_tables.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -13,11 +13,12 @@ natively, float32 elsewhere):
 * ``joint+north``: the same with north-up panoramas.
 
 Each joint model is evaluated with projection, with the mean of its two query embeddings and
-with the sum of the two scores, and with each modality alone. The street-view render
+with the sum of the two scores; ``joint`` also with each modality alone. The street-view render
 throughput is measured in the same run. Writes benchmarks/results/crossview.json after every
 run.
 
     .venv/bin/python benchmarks/crossview.py [--seeds 3] [--steps 500] [--parallel 2]
+        [--variants text image+hardneg+north joint+north]
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
             "steps": steps,
             "seed": seed,
             "eval_every": 0,
+            "select_alpha": False,  # evaluated without re-ranking: nothing to choose
             "workers": 1,
             # Every variant in the same arithmetic: bf16 autocast where the CPU does it natively
             # (street views are 4x a tile's pixels; float32 would take hours on 2 cores).
@@ -145,6 +147,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME"
+    )
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -158,6 +163,7 @@ def main() -> int:
         "world": "SynthConfig() default (512 x 128 street panoramas)",
         "steps": args.steps,
         "seeds": list(range(args.seeds)),
+        "variants": args.variants,
         "render": _render_rate(work),
         "runs": {},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -170,7 +176,9 @@ def main() -> int:
         write_text(args.out, json.dumps(results, indent=1) + "\n")
 
     threads = max(1, (os.cpu_count() or 2) // args.parallel)
-    jobs = [(n, s, args.steps, str(work), threads) for s in range(args.seeds) for n in VARIANTS]
+    jobs = [
+        (n, s, args.steps, str(work), threads) for s in range(args.seeds) for n in args.variants
+    ]
     with ProcessPoolExecutor(max_workers=args.parallel) as pool:
         for run in pool.map(_run, jobs):
             results["runs"].setdefault(run["name"], {})[str(run["seed"])] = run

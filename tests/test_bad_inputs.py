@@ -1182,6 +1182,7 @@ def index_build(
 
 INDEX: list[Case] = [
     ("index-no-action", lambda e: ["index"], "ACTION"),
+    ("index-device-unknown", lambda e: index_build(e, "--device", "warp9"), "warp9"),
     (
         "index-checkpoint-missing",
         lambda e: index_build(e, checkpoint=str(e.tmp / "none.safetensors")),

@@ -109,11 +109,9 @@ def test_approximate_kinds_return_exact_scores_and_find_the_neighbours(
 
 
 def test_flat_search_gives_the_same_answer_for_any_batch_size(tiny_index: Path) -> None:
-    from planetloc.index.search import SMALL_BATCH
-
     index = GalleryIndex.open(tiny_index)
     rng = np.random.default_rng(0)
-    queries = rng.standard_normal((SMALL_BATCH + 5, 32)).astype(np.float32)
+    queries = rng.standard_normal((64, 32)).astype(np.float32)
     small_rows, small_scores = index.search(queries[:3], 7)
     big_rows, big_scores = index.search(queries, 7)
     assert np.array_equal(small_rows, big_rows[:3])
@@ -166,6 +164,9 @@ def test_exact_search_separates_what_float32_cannot_and_breaks_true_ties_by_row(
     assert search_mod.search(gallery, vectors[[0]], 12, allowed)[0].tolist() == want[:1].tolist()
     monkeypatch.setattr(search_mod, "BLOCK_BYTES", 4 * d * 100)
     assert search_mod.search(gallery, vectors[[0, 1]], 12)[0].tolist() == want.tolist()
+    # A large batch takes the same exact path (no float32 cut at the k-th place).
+    many = search_mod.search(gallery, vectors[[0, 1] * 20], 12)[0]
+    assert many.tolist() == want.tolist() * 20
     # Duplicates of row 1 come back in row order.
     dup = search_mod.search(gallery, vectors[[1]], 3)[0][0].tolist()
     assert dup == [1, 5, 2999]

@@ -356,6 +356,7 @@ def test_short_real_training_learns(small_world: Manifest, tmp_path: Path) -> No
             "steps": 80,
             "batch_size": 32,
             "eval_every": 0,
+            "select_alpha": False,
             "seed": 0,
         },
     )
@@ -412,3 +413,12 @@ def test_bf16_autocast_on_cpu_when_asked(
     assert abs(a[0]["loss"] - b[0]["loss"]) < 0.05 * a[0]["loss"]
     # The frozen trunk's features were cached once per arithmetic.
     assert len(list(cache.glob("trunk-*"))) == 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p.name for p in (TESTS.parent / "configs").glob("*.yaml") if "build" not in p.name),
+)
+def test_every_shipped_training_config_loads(path: str) -> None:
+    cfg = load_config(TESTS.parent / "configs" / path)
+    assert cfg.method in ("planet", "itc-long", "itc-77") and cfg.steps > 0

@@ -300,6 +300,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         tile_size_m=args.tile_size_m,
+        device=args.device,
     )
     print(
         f"indexed {info['count']} tiles ({info['search']['factory']}, {info['dtype']}, "
@@ -524,7 +525,7 @@ def _add_data(sub) -> None:
 
 def _add_model(sub) -> None:
     p = sub.add_parser("baseline", help="fit and evaluate the text-to-signature baseline")
-    p.add_argument("--data", required=True, help="manifest, or a folder holding manifest.jsonl")
+    p.add_argument("--data", required=True, help="manifest (.jsonl, .parquet) or its folder")
     p.add_argument("--out", required=True, help="folder for baseline.json/.md/_examples.png")
     p.set_defaults(func=_cmd_baseline)
 
@@ -563,7 +564,7 @@ def _add_model(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on every set, both protocols")
-    p.add_argument("--data", required=True, help="manifest, or a folder holding manifest.jsonl")
+    p.add_argument("--data", required=True, help="manifest (.jsonl, .parquet) or its folder")
     p.add_argument(
         "--checkpoint", help="a run folder or its checkpoint.safetensors; omit for zero-shot"
     )
@@ -644,6 +645,9 @@ def _add_index(sub) -> None:
     )
     q.add_argument("--shard-size", type=positive_int, default=4096, help="tiles per shard")
     q.add_argument("--batch-size", type=positive_int, default=128)
+    q.add_argument(
+        "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N"
+    )
     q.add_argument(
         "--tile-size-m",
         type=finite_float,

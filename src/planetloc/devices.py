@@ -11,8 +11,18 @@ def pick_device(name: str) -> str:
     """``auto`` (CUDA when present, else CPU) or the named device, refused if absent."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise PlanetlocError(
+            f"device {name!r} is not a device name (auto, cpu, cuda, cuda:N)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise PlanetlocError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise PlanetlocError(f"device {name!r}: only {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise PlanetlocError(f"device {name!r} is not supported (auto, cpu, cuda, cuda:N)")
     return name
 
 

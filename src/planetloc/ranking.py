@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from planetloc.errors import NonFiniteError
+
 
 def check_finite(scores: np.ndarray, what: str = "scores") -> None:
-    """Raise ``ValueError`` naming how many entries of ``scores`` are NaN or infinite."""
+    """Raise :class:`NonFiniteError` naming how many entries of ``scores`` are NaN or infinite."""
     bad = ~np.isfinite(scores)
     if bad.any():
-        raise ValueError(f"{what} hold {int(bad.sum())} non-finite values (NaN or infinity)")
+        raise NonFiniteError(f"{what} hold {int(bad.sum())} non-finite values (NaN or infinity)")
 
 
 def order(scores: np.ndarray) -> np.ndarray:

@@ -23,7 +23,6 @@ from planetloc.ranking import top_k
 # Shorthands for the usual kinds; the factory string is what gets recorded.
 KINDS = ("flat", "hnsw", "ivfpq")
 EXACT_SUBSET = 200_000  # a prior allowing at most this many tiles is scored exactly
-SMALL_BATCH = 20  # FAISS parallelises flat search over queries: below this, one BLAS pass
 
 
 @dataclass
@@ -281,10 +280,11 @@ def search(
             return _two_pass(gallery, q, k, allowed)
     index = gallery.faiss_index
     exact_kind = gallery.search_params.factory == "Flat"
-    if allowed is None and exact_kind and len(q) < SMALL_BATCH:
-        # One BLAS pass over FAISS's own float32 vectors (a zero-copy view) uses every core.
+    if allowed is None and exact_kind:
+        # BLAS passes over FAISS's own float32 vectors (a zero-copy view), then float64 for
+        # the rows float32 cannot separate: exact at the k-th place too, for any batch size.
         return _two_pass(gallery, q, k, None)
-    depth = min(len(gallery), k if exact_kind else max(k, 2 * k))
+    depth = min(len(gallery), k if exact_kind else 2 * k)
     if allowed is None:
         _, rows = index.search(q, depth)
     else:

@@ -405,7 +405,9 @@ def train(
         )
     metrics_path = out / "metrics.jsonl"
     history = _kept_history(metrics_path, start) if info.is_main else []
-    val = _validation_set(cfg) if info.is_main and cfg.eval_every else None
+    # Selection needs val too: with eval_every 0 it still happens (once, at the end).
+    wants_val = cfg.eval_every or (cfg.select_alpha and model.cfg.uses_text)
+    val = _validation_set(cfg) if info.is_main and wants_val else None
     bar = tqdm(
         total=cfg.steps,
         initial=start,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from planetloc.data.table import read_table
+from planetloc.devices import pick_device
 from planetloc.errors import PlanetlocError
 from planetloc.index.search import SearchParams
 from planetloc.index.store import BuildOptions, build_index
@@ -28,7 +29,7 @@ def build_gallery_index(
     shard_size: int = 4096,
     batch_size: int = 128,
     tile_size_m: float | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Encode the gallery rows (``splits``, default all) and build the index; its info."""
@@ -37,6 +38,7 @@ def build_gallery_index(
     if not len(table):
         raise PlanetlocError(f"{table.path}: no gallery tiles (splits {list(splits or [])})")
     params = SearchParams(kind="factory", factory=factory) if factory else SearchParams(kind=kind)
+    device = pick_device(device)
     encoder = Encoder(load_model(info), device=device, tile_batch_size=batch_size)
     folder = build_index(
         encoder,

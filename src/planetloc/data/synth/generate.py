@@ -6,13 +6,14 @@ Layout of the output folder with one file per tile (the default)::
     OUT/world.json              a summary (written last)
     OUT/manifest.jsonl          every sample (or .parquet)
     OUT/sat/<region>/<id>.png   satellite tiles (or .jpg)
+    OUT/street/<region>/<id>.jpg street panoramas of described samples (with street views)
     OUT/parts/<region>.jsonl    per-region records; a region with a part is done
 
 and with ``shards`` (see :mod:`planetloc.data.synth.world_shards`)::
 
     OUT/shards/<region>-described-NNNN.tar   described samples (train/val/test/test_unseen)
     OUT/shards/<region>-gallery-NNNN.tar     gallery tiles
-    OUT/manifest.parquet                     every record of every shard, in shard order
+    OUT/manifest.<format>                    every record of every shard, in shard order
 
 A region's map is computed lazily in chunks (:mod:`planetloc.data.synth.chunked`), and every
 sample draws from its own generator seeded from (seed, region, sample), so a sample is the

@@ -2,8 +2,9 @@
 
 A shard ``shards/<name>.tar`` is a plain USTAR tar (written by
 :func:`planetloc.data.shards.write_tar`: mtime 0, mode 0644, no owners). Each sample is a key
-(its id with ``.`` replaced by ``_``) with two members, ``<key>.json`` (the sample's record in
-the manifest schema) and ``<key>.sat.png`` or ``<key>.sat.jpg`` (its tile); members come
+(its id with ``.`` replaced by ``_``) with its members: ``<key>.json`` (the sample's record
+in the manifest schema), ``<key>.sat.png`` or ``<key>.sat.jpg`` (its tile) and, for a
+described sample of a world with street views, ``<key>.street.jpg``; members come
 sorted by key and then by name, so a shard's bytes depend on nothing but its samples. A
 record's ``sat_path`` is ``shards/<name>.tar#<key>.sat.<ext>``: the tar, relative to the
 manifest, then the member.
