@@ -3,7 +3,7 @@
 Worlds: the default SynthCORE world settings with no gallery tiles, street views or other
 phrasings, at 10k (50 regions x 200) and 100k (225 x 445) samples (``--sizes`` adds 1m,
 225 x 4445, when the disk holds it), one PNG file per tile so that both trainers read them;
-the 100k world is also written as WebDataset shards of JPEG tiles.
+the 100k world is also packed into WebDataset shards (the same PNG tiles).
 
 Runs, all ``planet`` on the default backbone (minilm-cnn), batch 64, ``--steps`` steps, each a
 separate ``planetloc train`` process:
@@ -66,9 +66,11 @@ import torch
 
 from memwatch import PeakMemory, folder_gb, free_disk_gb, machine
 from planetloc.atomic import write_text
+from planetloc.data.pack import write_dataset_shards
 from planetloc.data.stream import StreamSpec, open_source, train_loader
 from planetloc.data.synth.config import preset_config
 from planetloc.data.synth.generate import generate_world
+from planetloc.data.table import read_table
 from planetloc.model.signature_cache import Signatures
 from planetloc.model.signatures import SignatureConfig
 from planetloc.train.trainer import augment_tiles
@@ -86,9 +88,16 @@ TARGET_RATIO = 1.10
 BATCH = 64
 
 
-def world_config(size: str, *, shards: bool = False) -> Any:
+# Region maps wide enough for that many points 30 m apart on streets (the default 1.5 km
+# holds about 400 in the sparsest regions).
+EXTENT_M = {"100k": 3000.0, "1m": 9000.0}
+
+
+def world_config(size: str) -> Any:
     regions, per_region = SIZES[size]
-    extra = {"shards": True, "image_format": "jpg"} if shards else {}
+    extra: dict[str, Any] = {}
+    if size in EXTENT_M:
+        extra["extent_m"] = EXTENT_M[size]
     return preset_config(
         "default",
         regions=regions,
@@ -100,18 +109,34 @@ def world_config(size: str, *, shards: bool = False) -> Any:
     )
 
 
-def make_world(cfg: Any, folder: Path, workers: int) -> dict[str, Any]:
-    """Generate (or finish, or reuse) a world; what it holds and what it cost."""
-    start = time.perf_counter()
-    if not (folder / "world.json").is_file():
-        generate_world(cfg, folder, workers=workers)
+def world_summary(folder: Path, started: float) -> dict[str, Any]:
+    """What a finished world holds, and the time spent on it since ``started``."""
     summary = json.loads((folder / "world.json").read_text(encoding="utf-8"))
     return {
         "samples": summary["samples"],
         "train_samples": summary["splits"].get("train", 0),
         "disk_gb": round(folder_gb(folder), 3),
-        "seconds_this_run": round(time.perf_counter() - start, 1),
+        "seconds_this_run": round(time.perf_counter() - started, 1),
     }
+
+
+def make_world(cfg: Any, folder: Path, workers: int) -> dict[str, Any]:
+    """Generate (or finish, or reuse) a world; what it holds and what it cost."""
+    start = time.perf_counter()
+    if not (folder / "world.json").is_file():
+        generate_world(cfg, folder, workers=workers)
+    return world_summary(folder, start)
+
+
+def pack_world(files: Path, out: Path) -> dict[str, Any]:
+    """The file-per-tile world packed into WebDataset shards (the same samples and tile
+    bytes; packing is I/O only, generating the world again would double the setup time)."""
+    start = time.perf_counter()
+    if not (out / "world.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        write_dataset_shards(read_table(files, with_meta=True), out, shard_size=1000)
+        shutil.copy(files / "world.json", out / "world.json")
+    return world_summary(out, start) | {"made_by": f"packing {files.name}"}
 
 
 def old_sources(tmp: Path) -> Path:
@@ -334,9 +359,7 @@ def main() -> int:
             if shards:
                 sharded = work / f"world-{size}-shards"
                 print(f"[{size}] shards world", flush=True)
-                entry["world_shards"] = make_world(
-                    world_config(size, shards=True), sharded, args.workers
-                )
+                entry["world_shards"] = pack_world(world, sharded)
                 print(f"[{size}] new (shards, caches off)", flush=True)
                 entry["new_shards"] = measure(
                     train_cmd(python, sharded, runs / f"shards-{size}", args.steps, off),
