@@ -161,9 +161,7 @@ def synthcore() -> str:
     d = load("synthcore")
     s = d.get("summary")
     if not s:
-        return (
-            "*`benchmarks/results/synthcore.json` holds no summary yet (the run is unfinished).*\n"
-        )
+        raise Missing("synthcore", "holds no summary yet (its run is unfinished)")
     refs = d["references"]
     backbone = d["backbone"]
     recipes = [k for k in s if not k.startswith("L_phy")]
@@ -192,10 +190,13 @@ def synthcore() -> str:
         + ["-"]
     )
     rows.append(["chance"] + [num(refs["chance"][k], 2) for k in ("R@1", "R@5", "R@10")] + ["-"])
+    left_out = d.get("left_out") or []
     out = (
         f"World-level test set ({num(refs['queries'])} queries, {num(refs['gallery'])} tiles), "
         f"{d['steps']} steps, {seeds} seeds; mean over seeds with a 95% bootstrap interval "
-        "(seeds, then queries within each):\n\n"
+        "(seeds, then queries within each)"
+        + (f"; left out of this run: {', '.join(f'`{n}`' for n in left_out)}" if left_out else "")
+        + ":\n\n"
     )
     out += table(["recipe, scoring", "R@1", "R@5", "R@10", "m100 R@1"], rows)
     rows = []
@@ -277,11 +278,25 @@ def crossview() -> str:
             ]
         )
     amp = sorted({r["amp"] for runs in d["runs"].values() for r in runs.values()})
+    seeds = sorted({int(s) for runs in d["runs"].values() for s in runs})
     out = (
-        f"Default world, {d['steps']} steps per run, arithmetic {', '.join(amp)}; "
-        "mean ± std over seeds (variant / how it is queried):\n\n"
+        f"Default world, {d['steps']} steps per run, arithmetic {', '.join(amp)}, variants "
+        f"{', '.join(f'`{v}`' for v in d['runs'])}, seeds {seeds}; mean ± std over seeds "
+        "(a std of 0.0 from one seed says nothing about seed noise):\n\n"
     )
     out += table(["variant / query", "seeds", "R@1", "R@10", "m100 R@1", "median error km"], rows)
+    single = ("text", "image", "image+hardneg", "image+hardneg+north")
+    singles = [k for k in s if k.split(" / ")[0] in single]
+    lines = []
+    for key in (k for k in s if k.endswith("/ projection")):
+        parts = []
+        for metric in ("R@1", "R@10"):
+            best = max(singles, key=lambda k, m=metric: s[k]["full"][m]["mean"])
+            diff = s[key]["full"][metric]["mean"] - s[best]["full"][metric]["mean"]
+            parts.append(f"{metric} {diff:+.1f} points (against `{best}`)")
+        lines.append(f"`{key}` minus the better single-modality model: " + ", ".join(parts))
+    if singles and lines:
+        out += "\n" + ";\n".join(lines) + ".\n"
     return out + source("crossview")
 
 
