@@ -211,15 +211,35 @@ def measure(
     return out
 
 
-def train_cmd(python: str, world: Path, run: Path, steps: int, extra: list[str]) -> list[str]:
+def train_cmd(
+    python: str, world: Path, run: Path, steps: int, extra: list[str], *, old: bool = False
+) -> list[str]:
     sets = [f"steps={steps}", f"batch_size={BATCH}", "eval_every=0", "save_every=100000"]
-    sets.append("select_alpha=false")  # no val pass: memory and time of training alone
+    if not old:  # the old trainer has no selection (nor the setting)
+        sets.append("select_alpha=false")  # no val pass: memory and time of training alone
     sets.append(f"log_every={max(1, steps // 6)}")
     cmd = [python, "-m", "planetloc.cli", "train", "--data", str(world), "--out", str(run)]
     cmd += ["--method", "planet"]
     for item in [*sets, *extra]:
         cmd += ["--set", item]
     return cmd
+
+
+def run_old(
+    python: str, world: Path, size: str, args: argparse.Namespace, env: dict, src: Path
+) -> dict[str, Any]:
+    """The in-memory trainer of OLD_COMMIT on ``world``, killed past ``--old-cap-gb``."""
+    print(f"[{size}] old in-memory trainer ({OLD_COMMIT})", flush=True)
+    run = Path(args.work).resolve() / "runs" / f"old-{size}"
+    out = measure(
+        train_cmd(python, world, run, args.steps, [], old=True),
+        env | {"PYTHONPATH": str(src)},
+        run,
+        cap_gb=args.old_cap_gb,
+    )
+    out["cache_disk_gb"] = round(folder_gb(world / ".planetloc-cache"), 3)
+    shutil.rmtree(world / ".planetloc-cache", ignore_errors=True)
+    return out
 
 
 def pipeline_rate(
@@ -277,6 +297,11 @@ def main() -> int:
     parser.add_argument("--shards-from", default="100k", help="smallest size also run as shards")
     parser.add_argument("--no-old", action="store_true", help="skip the in-memory trainer")
     parser.add_argument(
+        "--only-old",
+        action="store_true",
+        help="run only the in-memory trainer on the worlds already made, into the --out file",
+    )
+    parser.add_argument(
         "--cached-up-to",
         default="1m",
         choices=list(SIZES),
@@ -307,6 +332,15 @@ def main() -> int:
     def save() -> None:
         write_text(args.out, json.dumps(payload, indent=1) + "\n")
 
+    if args.only_old:
+        payload = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        with tempfile.TemporaryDirectory(prefix="planetloc-old-") as tmp:
+            src = old_sources(Path(tmp))
+            for size in sizes:
+                world = work / f"world-{size}"
+                payload["sizes"][size]["old"] = run_old(python, world, size, args, env, src)
+                save()
+        return 0
     shard_threshold = SIZES[args.shards_from][0] * SIZES[args.shards_from][1]
     cached_limit = SIZES[args.cached_up_to][0] * SIZES[args.cached_up_to][1]
     with tempfile.TemporaryDirectory(prefix="planetloc-old-") as tmp:
@@ -369,15 +403,7 @@ def main() -> int:
                 save()
             entry["old"] = None
             if old_src is not None:
-                print(f"[{size}] old in-memory trainer ({OLD_COMMIT})", flush=True)
-                entry["old"] = measure(
-                    train_cmd(python, world, runs / f"old-{size}", args.steps, []),
-                    env | {"PYTHONPATH": str(old_src)},
-                    runs / f"old-{size}",
-                    cap_gb=args.old_cap_gb,
-                )
-                entry["old"]["cache_disk_gb"] = round(folder_gb(world / ".planetloc-cache"), 3)
-                shutil.rmtree(world / ".planetloc-cache", ignore_errors=True)
+                entry["old"] = run_old(python, world, size, args, env, old_src)
                 save()
 
     # The data pipeline alone, on the largest world trained.
