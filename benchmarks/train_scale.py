@@ -362,31 +362,26 @@ def main() -> int:
             save()
             shutil.rmtree(world / ".planetloc-cache", ignore_errors=True)
             runs = work / "runs"
+
+            def train_run(
+                name: str, data: Path, extra: list[str], folder: Path = runs / size
+            ) -> dict[str, Any]:
+                run = folder.parent / f"{name}-{folder.name}"
+                return measure(train_cmd(python, data, run, args.steps, extra), env, run)
+
             off = ['text_cache="off"', 'signature_cache="off"', f"workers={args.workers}"]
             print(f"[{size}] new (caches off)", flush=True)
-            entry["new"] = measure(
-                train_cmd(python, world, runs / f"new-{size}", args.steps, off),
-                env,
-                runs / f"new-{size}",
-            )
+            entry["new"] = train_run("new", world, off)
             save()
             if regions * per_region <= cached_limit:
                 print(f"[{size}] new (on-disk caches, built in the run)", flush=True)
                 cached = ["text_cache=auto", "signature_cache=auto", f"workers={args.workers}"]
-                entry["new_cached"] = measure(
-                    train_cmd(python, world, runs / f"cached-{size}", args.steps, cached),
-                    env,
-                    runs / f"cached-{size}",
-                )
+                entry["new_cached"] = train_run("cached", world, cached)
                 cache_gb = round(folder_gb(world / ".planetloc-cache"), 3)
                 entry["new_cached"]["cache_disk_gb"] = cache_gb
                 save()
                 print(f"[{size}] new (on-disk caches, reused)", flush=True)
-                entry["new_cached_warm"] = measure(
-                    train_cmd(python, world, runs / f"warm-{size}", args.steps, cached),
-                    env,
-                    runs / f"warm-{size}",
-                )
+                entry["new_cached_warm"] = train_run("warm", world, cached)
                 shutil.rmtree(world / ".planetloc-cache", ignore_errors=True)
                 save()
             entry["new_shards"] = None
@@ -395,11 +390,7 @@ def main() -> int:
                 print(f"[{size}] shards world", flush=True)
                 entry["world_shards"] = pack_world(world, sharded)
                 print(f"[{size}] new (shards, caches off)", flush=True)
-                entry["new_shards"] = measure(
-                    train_cmd(python, sharded, runs / f"shards-{size}", args.steps, off),
-                    env,
-                    runs / f"shards-{size}",
-                )
+                entry["new_shards"] = train_run("shards", sharded, off)
                 save()
             entry["old"] = None
             if old_src is not None:

@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,17 +72,18 @@ class StreamSpec:
     signatures: Callable[[torch.Tensor, list[int]], dict[str, torch.Tensor]] | None = None
 
 
-class Source:
+class Source(ABC):
     """Parts of a dataset that can be read independently, each yielding raw samples."""
 
     description: str
 
+    @abstractmethod
     def parts(self, split: str) -> list[Any]:
         """The parts holding at least one sample of ``split``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def iter_part(self, part: Any) -> Iterator[RawSample]:
-        raise NotImplementedError
+        """The samples of one part, in order."""
 
 
 class ShardSource(Source):
