@@ -86,6 +86,9 @@ def main() -> int:
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(ROOT))
     )
+    # A new machine has no download cache: uv and pip start from empty ones here too.
+    env["UV_CACHE_DIR"] = str(work / "uv-cache")
+    env["PIP_NO_CACHE_DIR"] = "1"
     # `make demo` is the environment (its prerequisite) and then the demo: timed apart.
     environment = timed(["make", ".venv/.installed"], clone, log, env)
     demo = timed(["make", "demo"], clone, log, env)

@@ -74,3 +74,13 @@ def test_demo_uses_bf16_only_where_the_hardware_does_it_natively(
     monkeypatch.setattr(demo, "cpu_has_native_bf16", lambda: native)
     assert demo.demo_amp("auto") == expected
     assert demo.demo_amp("off") == "off" and demo.demo_amp("bf16") == "bf16"
+
+
+def test_demo_world_is_the_default_world_without_street_views() -> None:
+    from dataclasses import replace
+
+    from planetloc.data.synth.generate import SynthConfig
+
+    world = demo.demo_world(3)
+    assert world.street_views is False
+    assert replace(world, street_views=True) == SynthConfig(seed=3)
