@@ -15,8 +15,8 @@ VENDOR := src/planetloc/serve/static/vendor
 
 setup: $(STAMP) $(VENDOR)/.installed
 
-# uv installs the pinned dependencies: on these machines it takes about 12 s where pip took
-# about 100 s, most of a fresh clone's `make demo` before the demo itself started.
+# uv installs the pinned dependencies: pip alone took several times longer, most of a fresh
+# clone's `make demo` before the demo began (benchmarks/demo.py --pip-baseline times both).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
@@ -48,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/street_render.py
 	$(BIN)/python benchmarks/build.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/demo.py --also-fp32
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/demo.py --also-fp32 --pip-baseline
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/synthcore.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crossview.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/serve.py

@@ -110,9 +110,14 @@ def demo() -> str:
     d = load("demo")
     rows = [
         [
-            "environment (`make .venv/.installed`, wheels from the registry)",
+            "environment (`make .venv/.installed`: uv installs the pinned wheels)",
             num(d["environment_s"]),
         ],
+        *(
+            [["environment installed by pip alone (baseline)", num(d["environment_pip_s"])]]
+            if "environment_pip_s" in d
+            else []
+        ),
         [f"demo ({d['arithmetic']})", num(d["demo_s"])],
         ["**total**", f"**{num(d['total_s'])}**"],
     ]
