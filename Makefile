@@ -38,8 +38,11 @@ $(VENDOR)/.installed: web/package.json web/package-lock.json
 demo: $(STAMP)
 	$(BIN)/planetloc demo --out $(DEMO_OUT)
 
+# Two test processes (pytest-xdist): most tests are single-threaded Python, so two keep both
+# cores of a small machine busy. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(VENDOR)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # Run alone on a quiet machine: the timings are only meaningful without other jobs. The
 # README's tables are then rendered from benchmarks/results/ (scripts/readme_tables.py).

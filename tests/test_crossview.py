@@ -109,9 +109,13 @@ def test_street_view_models_train_evaluate_and_locate(
             checkpoint=str(tmp_path / "run"),
             query=kind,
             joint_score=how,
+            rerank_alpha=0.5,
             progress=False,
         )
         assert report["protocol"]["query"] == kind and report["protocol"]["joint_score"] == how
+        # Image queries are never re-ranked, and their report says so.
+        applied = {"alpha": 0.0, "source": "none"} if kind == "image" else {"alpha": 0.5}
+        assert applied.items() <= report["protocol"]["rerank"].items()
         world = report["sets"]["world"]["full"]
         assert world["queries"] == len(small_world.by_split("test"))
         scores[how] = world["R@10"]

@@ -298,3 +298,24 @@ def test_selection_never_reads_test_data(
     assert before == after
     with pytest.raises(PlanetlocError, match="for evaluation, not for choosing"):
         split_set(small_world.path, "test")
+
+
+def test_examples_quote_the_query_in_the_phrasing_it_was_asked(
+    small_world: Manifest, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from planetloc.data.synth.describe import HELD_OUT_STYLE
+    from planetloc.workflows.evaluation import run_evaluation
+
+    report = run_evaluation(
+        str(small_world.path),
+        str(tmp_path / "styled"),
+        checkpoint=str(tiny_checkpoint),
+        text_style=HELD_OUT_STYLE,
+        progress=False,
+    )
+    assert report["protocol"]["text_style"] == HELD_OUT_STYLE
+    samples = {s.id: s for s in small_world.samples}
+    assert report["examples"]
+    for example in report["examples"]:
+        sample = samples[example["query"]]
+        assert example["text"] == sample.meta["alt_texts"][HELD_OUT_STYLE] != sample.text

@@ -293,6 +293,9 @@ def evaluate_model(
         progress=progress,
     )
     position = {int(r): i for i, r in enumerate(query_rows.tolist())}
+    # Street images carry no physical cues to re-rank with: image queries are ranked by the
+    # embedding alone, and the report says so rather than echoing the requested weight.
+    alpha = rerank_alpha if query in ("text", "joint") else 0.0
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "model": {"fingerprint": fingerprint, **(model_info or {})},
@@ -303,12 +306,15 @@ def evaluate_model(
             "query": query,
             "joint_score": joint_score if query == "joint" else None,
             "text_style": text_style,
-            "rerank": {"alpha": rerank_alpha, "top": RERANK_TOP, "source": rerank_source},
+            "rerank": {
+                "alpha": alpha,
+                "top": RERANK_TOP,
+                "source": rerank_source if alpha == rerank_alpha else "none",
+            },
         },
         "truncated_fraction": truncated,
         "sets": {},
     }
-    alpha = rerank_alpha if query in ("text", "joint") else 0.0
     for es in sets:
         q = _subset(queries, np.asarray([position[int(r)] for r in es.queries]))
         full = rank_set(q, gallery, es, m=None, rerank_alpha=alpha, budget_bytes=budget_bytes)
@@ -322,7 +328,14 @@ def evaluate_model(
         }
         report["sets"][es.name] = entry
         if es.name == "world":
-            report["examples"] = _examples(full, es, table, examples)
+            shown = es.queries[:examples]
+            # The examples quote each query as it was asked (in --text-style's phrasing).
+            texts = (
+                query_texts(table, shown, text_style)
+                if query in ("text", "joint")
+                else [str(t) for t in table.text[shown]]
+            )
+            report["examples"] = _examples(full, es, table, texts)
             report["world_errors"] = [
                 {
                     "lat": float(table.lat[r]),
@@ -348,14 +361,14 @@ def _regions(ranking: Ranking, es: EvalSet) -> dict[str, dict[str, float]]:
 
 
 def _examples(
-    ranking: Ranking, es: EvalSet, table: SampleTable, count: int
+    ranking: Ranking, es: EvalSet, table: SampleTable, texts: list[str]
 ) -> list[dict[str, Any]]:
     out = []
-    for i, r in enumerate(es.queries[:count].tolist()):
+    for i, r in enumerate(es.queries[: len(texts)].tolist()):
         out.append(
             {
                 "query": str(table.id[r]),
-                "text": str(table.text[r]),
+                "text": texts[i],
                 "lat": float(table.lat[r]),
                 "lon": float(table.lon[r]),
                 "top": [
