@@ -417,8 +417,12 @@ def test_process_engine_equals_single_process(server, tmp_path) -> None:
     _same_dataset(tmp_path / "one", tmp_path / "two")
 
 
-def test_ray_engine_equals_local_engine(server, tmp_path) -> None:
+def test_ray_engine_equals_local_engine(server, tmp_path, monkeypatch) -> None:
     import ray
+
+    # Ray runs its workers at nice 15; beside the other test process they would get almost
+    # no CPU and this test would take minutes instead of seconds.
+    monkeypatch.setenv("RAY_worker_niceness", "0")
 
     build(server, tmp_path / "local")
     cfg = load_build_config(None, settings(server))
