@@ -298,7 +298,12 @@ def crossview() -> str:
         for metric in ("R@1", "R@10"):
             best = max(singles, key=lambda k, m=metric: s[k]["full"][m]["mean"])
             diff = s[key]["full"][metric]["mean"] - s[best]["full"][metric]["mean"]
-            parts.append(f"{metric} {diff:+.1f} points (against `{best}`)")
+            # The target: a gain larger than the seed std of either side.
+            std = max(s[key]["full"][metric]["std"], s[best]["full"][metric]["std"])
+            verdict = "beyond" if diff > std else "not beyond"
+            parts.append(
+                f"{metric} {diff:+.1f} points (against `{best}`; {verdict} the seed std {std:.1f})"
+            )
         lines.append(f"`{key}` minus the better single-modality model: " + ", ".join(parts))
     if singles and lines:
         out += "\n" + ";\n".join(lines) + ".\n"

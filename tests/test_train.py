@@ -345,6 +345,7 @@ def test_alpha_is_chosen_on_val_and_recorded(small_world: Manifest, tmp_path: Pa
 
 def test_short_real_training_learns(small_world: Manifest, tmp_path: Path) -> None:
     """The embedded default (real MiniLM + scratch CNN), 80 steps of batch 32, seed 0."""
+    from planetloc.workflows.demo import demo_amp
     from planetloc.workflows.evaluation import run_evaluation
     from planetloc.workflows.models import zero_shot
 
@@ -358,6 +359,8 @@ def test_short_real_training_learns(small_world: Manifest, tmp_path: Path) -> No
             "eval_every": 0,
             "select_alpha": False,
             "seed": 0,
+            # The demo's arithmetic: bf16 autocast where the CPU does bf16 natively.
+            "amp": demo_amp("auto"),
         },
     )
     summary = train(cfg, progress=False)
