@@ -309,7 +309,7 @@ def evaluate_model(
             "rerank": {
                 "alpha": alpha,
                 "top": RERANK_TOP,
-                "source": rerank_source if alpha == rerank_alpha else "none",
+                "source": rerank_source if query in ("text", "joint") else "none",
             },
         },
         "truncated_fraction": truncated,
