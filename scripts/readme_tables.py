@@ -290,8 +290,9 @@ def crossview() -> str:
         "(a std of 0.0 from one seed says nothing about seed noise):\n\n"
     )
     out += table(["variant / query", "seeds", "R@1", "R@10", "m100 R@1", "median error km"], rows)
-    single = ("text", "image", "image+hardneg", "image+hardneg+north")
-    singles = [k for k in s if k.split(" / ")[0] in single]
+    # Single-modality models are those queried by "text" or "image" (a joint model's
+    # one-modality queries are labelled "text alone" and "image alone").
+    singles = [k for k in s if k.split(" / ")[1] in ("text", "image")]
     lines = []
     for key in (k for k in s if k.endswith("/ projection")):
         parts = []

@@ -251,8 +251,9 @@ def evaluate_model(
     table = evaluation_table(data)
     sets = evaluation_sets(table)
     query_rows = np.unique(np.concatenate([s.queries for s in sets]))
-    if query in ("text", "joint"):
-        query_texts(table, query_rows, text_style)  # a missing phrasing stops before any work
+    has_text = query in ("text", "joint")
+    # A missing phrasing stops here, before any work.
+    texts = query_texts(table, query_rows, text_style) if has_text else []
     if query in ("image", "joint"):
         missing = [str(table.id[r]) for r in query_rows if not table.street_path[r]]
         if missing:
@@ -261,11 +262,11 @@ def evaluate_model(
                 "street view (street_path), which image queries need"
             )
     cache = None
-    if text_cache is not None and query in ("text", "joint") and model.text_trunk_frozen:
+    if text_cache is not None and has_text and model.text_trunk_frozen:
         cache = TrunkCache.build(
             text_cache,
             model,
-            query_texts(table, query_rows, text_style),
+            texts,
             device=device,
             progress=progress,
         )
@@ -295,7 +296,7 @@ def evaluate_model(
     position = {int(r): i for i, r in enumerate(query_rows.tolist())}
     # Street images carry no physical cues to re-rank with: image queries are ranked by the
     # embedding alone, and the report says so rather than echoing the requested weight.
-    alpha = rerank_alpha if query in ("text", "joint") else 0.0
+    alpha = rerank_alpha if has_text else 0.0
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "model": {"fingerprint": fingerprint, **(model_info or {})},
@@ -309,7 +310,7 @@ def evaluate_model(
             "rerank": {
                 "alpha": alpha,
                 "top": RERANK_TOP,
-                "source": rerank_source if query in ("text", "joint") else "none",
+                "source": rerank_source if has_text else "none",
             },
         },
         "truncated_fraction": truncated,
@@ -332,7 +333,7 @@ def evaluate_model(
             # The examples quote each query as it was asked (in --text-style's phrasing).
             texts = (
                 query_texts(table, shown, text_style)
-                if query in ("text", "joint")
+                if has_text
                 else [str(t) for t in table.text[shown]]
             )
             report["examples"] = _examples(full, es, table, texts)
