@@ -75,6 +75,64 @@ def test_rebuild_reencodes_exactly_the_shards_whose_inputs_changed(
     assert read_checkpoint(tiny_checkpoint).fingerprint == new.info["model_fingerprint"]
 
 
+def test_rebuild_trusts_unchanged_file_stamps_and_reads_changed_files(
+    tiny_index: Path,
+    tiny_checkpoint: Path,
+    small_world: Manifest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from planetloc.index import store
+
+    out = tmp_path / "idx"
+    shutil.copytree(tiny_index, out)
+    n_shards = len(list((out / "shards").glob("*.npz")))
+    # The last gallery tile is read from a copy, so that the test can edit it.
+    samples = [copy.deepcopy(s) for s in small_world.samples]
+    for s in samples:
+        s.sat_path = str(small_world.resolve(s.sat_path))
+    last = [s for s in samples if s.split in ("test", "gallery")][-1]
+    copy_path = tmp_path / "tile.png"
+    copy_path.write_bytes(Path(last.sat_path).read_bytes())
+    last.sat_path = str(copy_path)
+    gallery = write_manifest(samples, tmp_path / "gallery.jsonl")
+
+    reads: list[str] = []
+    real_read = store.read_image_bytes
+
+    def counting_read(path: object) -> bytes:
+        reads.append(str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(store, "read_image_bytes", counting_read)
+    # Just written: too recent to trust by its time stamp, so its shard is read by content.
+    info = _build(tiny_checkpoint, gallery, out)
+    assert info["shards"]["reused"] == n_shards and str(copy_path) in reads
+    # A file older than the racy window is trusted by its stamp from now on.
+    monkeypatch.setattr(store, "RACY_SECONDS", 0.0)
+    _build(tiny_checkpoint, gallery, out)
+    reads.clear()
+    info = _build(tiny_checkpoint, gallery, out)
+    assert info["shards"]["reused_by_stat"] == n_shards and reads == []
+    # Edited (another tile's bytes, a later stamp): only its shard is read and re-encoded.
+    before = GalleryIndex.open(out)
+    first = next(s for s in samples if s.split in ("test", "gallery"))
+    stamp = copy_path.stat().st_mtime_ns - 10_000_000_000  # differs from the stored stamp
+    copy_path.write_bytes(Path(first.sat_path).read_bytes())
+    os.utime(copy_path, ns=(stamp, stamp))
+    info = _build(tiny_checkpoint, gallery, out)
+    assert info["shards"]["reused"] == n_shards - 1
+    assert info["shards"]["reused_by_stat"] == n_shards - 1
+    # Hashed, then decoded: the files of one shard only (64 tiles at most).
+    assert str(copy_path) in reads and len(set(reads)) <= 64
+    after = GalleryIndex.open(out)
+    new, old = (np.asarray(e, dtype=np.float32) for e in (after.embeddings, before.embeddings))
+    assert np.allclose(new[-1], new[0], atol=1e-2)  # the tile now holds the first one's image
+    assert not np.allclose(new[-1], old[-1], atol=1e-2)
+
+
 @pytest.mark.parametrize(("kind", "factory"), [("hnsw", "HNSW32,Flat"), ("ivfpq", "IVF")])
 def test_approximate_kinds_return_exact_scores_and_find_the_neighbours(
     kind: str,

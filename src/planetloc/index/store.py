@@ -14,6 +14,13 @@ A shard's key digests the model fingerprint, the input size and, for each of its
 id, coordinates and a hash of the image bytes. A rebuild into the same folder re-encodes
 exactly the shards whose key changed (a reordered, replaced or edited gallery, another model)
 and reuses the rest. Everything is streamed: memory holds one shard, not the gallery.
+
+Hashing the bytes means reading the whole gallery again on every rebuild (and every
+``evaluate`` rebuilds its index), so a shard also stores a stat key, as make and git do: the
+same digest with each tile's file named by path, size, inode and modification time instead of
+its bytes. A shard whose stat key still matches is reused without reading an image; when it
+differs, the content key decides. Files modified within ``RACY_SECONDS`` of the build get no
+stat key (a later edit in the same time-stamp tick would go unseen), so they are always read.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from tqdm import tqdm
 
 from planetloc.atomic import atomic_path, write_bytes, write_text
 from planetloc.data.images import decode_rgb, read_image_bytes
+from planetloc.data.shards import split_member_path
 from planetloc.data.table import SampleTable
 from planetloc.errors import PlanetlocError
 from planetloc.index.search import SearchParams, factory_string_check, make_faiss, open_faiss
@@ -40,6 +48,7 @@ from planetloc.model.inference import Encoder
 from planetloc.model.physics import BRANCHES
 
 FORMAT = "planetloc-index-v2"
+RACY_SECONDS = 2.0
 
 
 @dataclass
@@ -93,18 +102,51 @@ def shard_key(fingerprint: str, image_size: int, table: SampleTable, rows: np.nd
     return h.hexdigest()
 
 
+def stat_key(fingerprint: str, image_size: int, table: SampleTable, rows: np.ndarray) -> str | None:
+    """A shard's key from its files' metadata alone, or None when a file cannot be trusted by
+    its time stamp (missing, or modified less than ``RACY_SECONDS`` ago)."""
+    h = hashlib.sha256(f"{fingerprint}|{image_size}|stat-v1".encode())
+    seen: dict[Path, bytes] = {}  # a tar shard serves many tiles: stat it once
+    newest = time.time_ns() - int(RACY_SECONDS * 1e9)
+    for r in rows.tolist():
+        h.update(f"{table.id[r]}|{table.lat[r]!r}|{table.lon[r]!r}|".encode())
+        path = table.resolve(table.sat_path[r])
+        member = split_member_path(path)
+        file = member[0] if member is not None else Path(path)
+        stamp = seen.get(file)
+        if stamp is None:
+            try:
+                st = file.stat()
+            except OSError:
+                return None
+            if st.st_mtime_ns > newest:
+                return None
+            stamp = seen[file] = f"{file}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}".encode()
+        h.update(stamp)
+        h.update(f"|{path}|".encode())
+    return h.hexdigest()
+
+
 def _tiles(table: SampleTable, rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for r in rows.tolist():
         path = table.resolve(table.sat_path[r])
         yield decode_rgb(read_image_bytes(path), size, source=str(path))
 
 
-def _stored_key(path: Path) -> str | None:
+def _stored_keys(path: Path) -> tuple[str | None, str | None]:
+    """The (content key, stat key) a shard was stored with; Nones when missing or damaged."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return str(npz["key"])
+            stat = str(npz["stat"]) if "stat" in npz.files else None
+            return str(npz["key"]), stat or None
     except (OSError, ValueError, KeyError):
-        return None  # missing or damaged: re-encode
+        return None, None  # missing or damaged: re-encode
+
+
+def _save_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
 
 
 def build_index(
@@ -140,20 +182,28 @@ def build_index(
     shards = folder / "shards"
     n_shards = (len(rows) + options.shard_size - 1) // options.shard_size
     start_time = time.perf_counter()
-    reused = 0
+    reused = by_stat = 0
     for i in tqdm(range(n_shards), desc="encoding gallery", unit="shard", disable=not progress):
         part = rows[i * options.shard_size : (i + 1) * options.shard_size]
         path = shards / f"{i:05d}.npz"
-        key = shard_key(fingerprint, size, table, part)
-        if _stored_key(path) == key:
+        stat = stat_key(fingerprint, size, table, part)
+        stored_key, stored_stat = _stored_keys(path)
+        if stat is not None and stored_stat == stat:
             reused += 1
+            by_stat += 1
+            continue
+        key = shard_key(fingerprint, size, table, part)
+        if stored_key == key:
+            reused += 1
+            if stat is not None:  # same content, new time stamps: remember them
+                with np.load(path, allow_pickle=False) as npz:
+                    arrays = {name: npz[name] for name in npz.files}
+                _save_shard(path, arrays | {"stat": np.asarray(stat)})
             continue
         emb = encoder.encode_tiles(_tiles(table, part, size), total=len(part))
-        arrays = {"key": np.asarray(key), "emb": emb.global_}
+        arrays = {"key": np.asarray(key), "stat": np.asarray(stat or ""), "emb": emb.global_}
         arrays.update({f"phys_{b}": emb.phys[b].astype(np.float16) for b in BRANCHES})
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        write_bytes(path, buf.getvalue())
+        _save_shard(path, arrays)
     for stale in shards.glob("*.npz"):
         if int(stale.stem) >= n_shards:
             stale.unlink()
@@ -179,7 +229,12 @@ def build_index(
         "image_size": size,
         "tile_size_m": tile_m,
         "search": asdict(search),
-        "shards": {"count": n_shards, "size": options.shard_size, "reused": reused},
+        "shards": {
+            "count": n_shards,
+            "size": options.shard_size,
+            "reused": reused,
+            "reused_by_stat": by_stat,
+        },
         "encode_seconds": round(encode_seconds, 2),
         "build_seconds": round(build_seconds, 2),
         "gallery": str(table.path.resolve()),
