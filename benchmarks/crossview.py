@@ -10,7 +10,11 @@ natively, float32 elsewhere):
 * ``image+hardneg``: batches made of groups of 4 geographic neighbours (hard negatives);
 * ``image+hardneg+north``: panoramas rolled north-up with the view's compass heading;
 * ``joint``: text and image towers trained together, the joint loss on the projection score;
-* ``joint+north``: the same with north-up panoramas.
+* ``joint+north``: the same with north-up panoramas;
+* ``joint-w0.25``: ``joint`` with its view and joint losses weighted 0.25 instead of 1 beside
+  the text objective (``view_weight``, ``joint_weight``), so that the street losses no longer
+  outweigh the text loss on the shared satellite tower. The weight was set before the run,
+  not chosen on test; it is one ablation, not a tuned setting.
 
 Each joint model is evaluated with projection, with the mean of its two query embeddings and
 with the sum of the two scores; ``joint`` also with each modality alone. The street-view render
@@ -49,6 +53,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "joint": {"model.query": "joint", "neighbours": 4},
     "joint+north": {"model.query": "joint", "neighbours": 4, "model.street_align": "north"},
+    "joint-w0.25": {
+        "model.query": "joint",
+        "neighbours": 4,
+        "view_weight": 0.25,
+        "joint_weight": 0.25,
+    },
 }
 # How each variant's model is queried at test time: (label, query kind, joint score).
 QUERIES: dict[str, list[tuple[str, str, str | None]]] = {
@@ -69,6 +79,7 @@ QUERIES: dict[str, list[tuple[str, str, str | None]]] = {
         ("sum", "joint", "sum"),
     ],
 }
+QUERIES["joint-w0.25"] = QUERIES["joint"]
 KEYS = ("R@1", "R@5", "R@10", "L@50", "L@100", "L@150", "median_error_km")
 
 
@@ -130,6 +141,23 @@ def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
     return {"name": name, "seed": seed, **result}
 
 
+def _earlier(path: Path, steps: int, seeds: int, asked: list[str]) -> dict[str, Any]:
+    """Runs of the variants not asked for now, from an earlier results file with the same
+    steps (each run is one variant and seed, trained and evaluated on its own)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if old.get("steps") != steps:
+        return {}
+    keep = {str(s) for s in range(seeds)}
+    return {
+        name: {s: run for s, run in runs.items() if s in keep}
+        for name, runs in old.get("runs", {}).items()
+        if name in VARIANTS and name not in asked
+    }
+
+
 def _render_rate(work: Path) -> dict[str, float]:
     """Street panoramas per second on one core (512 x 128), from a region of the world."""
     import subprocess
@@ -165,9 +193,10 @@ def main() -> int:
         "seeds": list(range(args.seeds)),
         "variants": args.variants,
         "render": _render_rate(work),
-        "runs": {},
+        "runs": _earlier(Path(args.out), args.steps, args.seeds, args.variants),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+    results["variants"] = [v for v in VARIANTS if v in results["runs"] or v in args.variants]
 
     def save() -> None:
         results["seconds"] = round(time.perf_counter() - started, 1)

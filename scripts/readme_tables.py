@@ -457,6 +457,27 @@ def index() -> str:
         "exact search:\n\n"
     )
     out += table(["search", "build s", "1 query", "100 queries", "recall@10"], rows)
+    summary = d.get("summary") or {}
+    if "meets_exact_target" in summary:
+
+        def verdict(met: bool) -> str:
+            return "met" if met else "not met"
+
+        out += (
+            f"\nTargets: exact (flat) search at least 1.3x faster than numpy: "
+            f"{verdict(summary['meets_exact_target'])} (x{summary['flat_vs_numpy_1_query']} "
+            f"for one query, x{summary['flat_vs_numpy_100_queries']} for 100); an approximate "
+            "kind at least 10x faster than exact with recall@10 >= 0.95: "
+            f"{verdict(summary['meets_approximate_target'])}"
+        )
+        fastest = [
+            f"{key.split('_')[0]} at {e['setting']}: recall@10 {e['recall@10']}, "
+            f"x{e['speedup_vs_flat_1_query']} / x{e['speedup_vs_flat_100_queries']}"
+            for key, e in summary.items()
+            if key.endswith("_with_recall_0.95") and isinstance(e, dict)
+        ]
+        out += (" (" + "; ".join(fastest) + ")") if fastest else ""
+        out += ".\n"
     locate = [(k, v) for k, v in r.items() if k.startswith("locate_")]
     for key, v in locate:
         out += (

@@ -143,3 +143,47 @@ def test_street_view_models_train_evaluate_and_locate(
     assert main(["locate", "--image", str(bad), "--heading", "0", "--index", str(idx)]) == 2
     err = capsys.readouterr().err
     assert ("not an image format" in err or "unreadable image" in err) and err.count("\n") == 1
+
+
+def test_joint_loss_weights_scale_the_street_losses(small_world: Manifest, tmp_path: Path) -> None:
+    cfg = load_config(
+        method="planet",
+        overrides={
+            "data": str(small_world.path),
+            "out": str(tmp_path / "run"),
+            "steps": 2,
+            "batch_size": 8,
+            "eval_every": 0,
+            "log_every": 1,
+            "workers": 0,
+            "select_alpha": False,
+            "model.query": "joint",
+            "model.street_size": [32, 128],
+            "view_weight": 0.25,
+            "joint_weight": 0.5,
+            **TINY_MODEL,
+        },
+    )
+    rows = [r for r in train(cfg, progress=False)["history"] if "loss" in r]
+    assert rows
+    for r in rows:
+        phys = r["loss_color"] + r["loss_struc"] + r["loss_tex"]
+        text = r["loss_itc"] + cfg.lambda_phy * phys
+        expected = text + 0.25 * r["loss_view"] + 0.5 * r["loss_joint"]
+        assert r["loss"] == pytest.approx(expected, rel=1e-4)
+        # ... and not the unweighted sum the defaults give.
+        assert abs(r["loss"] - (text + r["loss_view"] + r["loss_joint"])) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"view_weight": -0.5}, "'view_weight' must not be negative"),
+        ({"view_weight": 0, "joint_weight": 0}, "needs view_weight or joint_weight above 0"),
+    ],
+)
+def test_bad_joint_loss_weights_are_refused(overrides: dict, message: str) -> None:
+    from planetloc.errors import PlanetlocError
+
+    with pytest.raises(PlanetlocError, match=message):
+        load_config(method="planet", overrides={"model.query": "joint", **overrides}).check()

@@ -60,6 +60,12 @@ class TrainConfig:
     signature_cache: str = "auto"  # tiles' signatures: "auto" (beside the data), "off", a folder
     alt_text_prob: float = 0.0  # chance of reading another phrasing of the same scene
     neighbours: int = 0  # >1: batches of groups of geographic neighbours (hard negatives)
+    # Joint (text + street view) runs: weights of the view-satellite and joint-query losses
+    # beside the text objective. Both at 1 let the street losses outweigh the text loss two to
+    # one on the shared satellite tower; lower values keep the text branch closer to a
+    # text-only run. Image-only runs have the view loss alone, unweighted.
+    view_weight: float = 1.0
+    joint_weight: float = 1.0
     on_bad_sample: str = "fail"  # "skip": count and skip undecodable or incomplete samples
     select_alpha: bool = True  # after training, choose the re-ranking weight on the val split
 
@@ -87,6 +93,8 @@ class TrainConfig:
             "eval_every",
             "workers",
             "neighbours",
+            "view_weight",
+            "joint_weight",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -104,6 +112,11 @@ class TrainConfig:
         if self.neighbours and self.batch_size % self.neighbours:
             raise PlanetlocError(
                 f"batch_size {self.batch_size} must be a multiple of neighbours {self.neighbours}"
+            )
+        if self.model.query == "joint" and self.view_weight == 0 and self.joint_weight == 0:
+            raise PlanetlocError(
+                "a joint run needs view_weight or joint_weight above 0: with both at 0 the "
+                "street-view tower never learns"
             )
         self.model.check()
 

@@ -161,7 +161,7 @@ def compute_loss(
             model.joint_logit_scale,
         )
         parts = LossParts(
-            total=parts.total + extra["view"] + extra["joint"],
+            total=parts.total + cfg.view_weight * extra["view"] + cfg.joint_weight * extra["joint"],
             itc=parts.itc,
             phys=parts.phys,
             extra=extra,
