@@ -56,6 +56,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crossview.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/serve.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/index.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/index_rebuild.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_memory.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_scale.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/eval_scale.py
