@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from earlier import earlier_results
 from planetloc.atomic import write_text
 from planetloc.data.synth.config import SynthConfig
 
@@ -144,18 +145,8 @@ def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
 def _earlier(path: Path, steps: int, seeds: int, asked: list[str]) -> dict[str, Any]:
     """Runs of the variants not asked for now, from an earlier results file with the same
     steps (each run is one variant and seed, trained and evaluated on its own)."""
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if old.get("steps") != steps:
-        return {}
-    keep = {str(s) for s in range(seeds)}
-    return {
-        name: {s: run for s, run in runs.items() if s in keep}
-        for name, runs in old.get("runs", {}).items()
-        if name in VARIANTS and name not in asked
-    }
+    runs = earlier_results(path, steps, list(range(seeds))).get("runs", {})
+    return {name: r for name, r in runs.items() if name in VARIANTS and name not in asked}
 
 
 def _render_rate(work: Path) -> dict[str, float]:
@@ -186,17 +177,17 @@ def main() -> int:
     work = Path(args.work)
     started = time.perf_counter()
     generate_world(SynthConfig(), work / "world", workers=2)
+    kept = _earlier(Path(args.out), args.steps, args.seeds, args.variants)
     results: dict[str, Any] = {
         "benchmark": "crossview",
         "world": "SynthConfig() default (512 x 128 street panoramas)",
         "steps": args.steps,
         "seeds": list(range(args.seeds)),
-        "variants": args.variants,
+        "variants": [v for v in VARIANTS if v in kept or v in args.variants],
         "render": _render_rate(work),
-        "runs": _earlier(Path(args.out), args.steps, args.seeds, args.variants),
+        "runs": kept,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
-    results["variants"] = [v for v in VARIANTS if v in results["runs"] or v in args.variants]
 
     def save() -> None:
         results["seconds"] = round(time.perf_counter() - started, 1)

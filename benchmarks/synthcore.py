@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from earlier import earlier_results
 from planetloc.atomic import write_text
 from planetloc.data.synth.config import SynthConfig
 from planetloc.data.synth.describe import HELD_OUT_STYLE
@@ -143,18 +144,8 @@ def _evaluate(args: tuple[str, str, str, list[tuple[str, float, str | None]], in
 def _earlier(path: Path, steps: int, seeds: list[int]) -> dict[str, Any]:
     """Results of an earlier run of this benchmark with the same steps, kept for the seeds
     asked for now (to resume, or to add seeds without training or evaluating again what is
-    already measured; a seed's runs and evaluations do not depend on the other seeds)."""
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if old.get("steps") != steps:
-        return {}
-    keep = {str(s) for s in seeds}
-    old["runs"] = {
-        name: {s: run for s, run in per_seed.items() if s in keep}
-        for name, per_seed in old.get("runs", {}).items()
-    }
+    already measured)."""
+    old = earlier_results(path, steps, seeds)
     # The zero-shot reference is an average over seeds: reused only for the same seeds.
     if old.get("seeds") != seeds:
         old.pop("references", None)

@@ -329,14 +329,14 @@ def evaluate_model(
         }
         report["sets"][es.name] = entry
         if es.name == "world":
-            shown = es.queries[:examples]
+            shown = es.queries[:examples].tolist()
             # The examples quote each query as it was asked (in --text-style's phrasing).
-            texts = (
-                query_texts(table, shown, text_style)
+            quoted = (
+                [texts[position[r]] for r in shown]
                 if has_text
-                else [str(t) for t in table.text[shown]]
+                else [str(table.text[r]) for r in shown]
             )
-            report["examples"] = _examples(full, es, table, texts)
+            report["examples"] = _examples(full, es, table, quoted)
             report["world_errors"] = [
                 {
                     "lat": float(table.lat[r]),
