@@ -20,7 +20,7 @@ extra is at most 4 GB. Baseline: the size of the full score matrix an unblocked 
 would allocate (world queries x gallery x 8 bytes).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/eval_scale.py \
-        [--checkpoint runs/bench/planet-l0.5-seed0] [--world runs/bench/world-xl]
+        [--checkpoint runs/bench/planet-l0.25-seed0] [--world runs/bench/world-xl]
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/eval_scale.py --smoke --checkpoint RUN \
         --out /tmp/eval_scale.json
 
@@ -82,7 +82,8 @@ def encode_gallery(loaded: Any, world: Path, index_dir: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="runs/bench/planet-l0.5-seed0")
+    # PLANET at the lambda synthcore.py chose on val
+    parser.add_argument("--checkpoint", default="runs/bench/planet-l0.25-seed0")
     parser.add_argument("--world", default="runs/bench/world-xl")
     parser.add_argument("--work", default="runs/bench/eval-scale", help="index and report")
     parser.add_argument("--regions", type=int, default=None, help="fewer regions than xl's 225")

@@ -308,6 +308,15 @@ def crossview() -> str:
         lines.append(f"`{key}` minus the better single-modality model: " + ", ".join(parts))
     if singles and lines:
         out += "\n" + ";\n".join(lines) + ".\n"
+    sel = d.get("selection") or {}
+    if sel.get("sweep"):
+        sweep = ", ".join(
+            f"w = {e['weight']:g} (`{e['variant']}`) {e['val_score']:.1f}" for e in sel["sweep"]
+        )
+        out += (
+            f"\nStreet-loss weight chosen on {sel['split']} ({sel['criterion']}): {sweep}; "
+            f"chosen `{sel['chosen']}`.\n"
+        )
     return out + source("crossview")
 
 
@@ -373,6 +382,15 @@ def train_scale() -> str:
 
 def eval_scale() -> str:
     d = load("eval_scale")
+    w = d["world"]
+    changed = ", ".join(f"{k} {v}" for k, v in w["overrides"].items())
+    splits = ", ".join(f"{num(n)} {k}" for k, n in w["splits"].items())
+    head = (
+        f"World: the `{w['preset']}` preset"
+        + (f" with {changed} (`per_region` and `distractors` count per region)" if changed else "")
+        + f", {num(w['samples'])} samples ({splits}), {num(w['disk_gb'], 2)} GB on disk, "
+        f"generated in {num(w['seconds_this_run'])} s by this run.\n\n"
+    )
     rows = [
         [
             name,
@@ -392,7 +410,13 @@ def eval_scale() -> str:
             f"{'met' if s['meets_target'] else 'not met'}); a full score matrix would be "
             f"{num(s['full_matrix_gb_world'], 1)} GB.\n"
         )
-    return out + source("eval_scale")
+    p = d["phases"].get("index") or {}
+    if p:
+        out += (
+            f"Gallery encoding: {num(p['tiles'])} tiles at {num(p['tiles_per_s'])} tiles/s "
+            f"(CPU, model and signatures), FAISS build {num(p['faiss_build_s'])} s.\n"
+        )
+    return head + out + source("eval_scale")
 
 
 def eval_memory() -> str:

@@ -119,6 +119,7 @@ def test_street_view_models_train_evaluate_and_locate(
         world = report["sets"]["world"]["full"]
         assert world["queries"] == len(small_world.by_split("test"))
         scores[how] = world["R@10"]
+    _check_validation_queries(query, small_world, tmp_path / "run")
     # Locate with a photo (and its heading, which north alignment needs).
     test = small_world.by_split("test")[0]
     idx = tmp_path / "idx"
@@ -187,3 +188,45 @@ def test_bad_joint_loss_weights_are_refused(overrides: dict, message: str) -> No
 
     with pytest.raises(PlanetlocError, match=message):
         load_config(method="planet", overrides={"model.query": "joint", **overrides}).check()
+
+
+def _check_validation_queries(query: str, world: Manifest, run: Path) -> None:
+    """Validation scores the query kind asked for (a benchmark chooses settings with it), not
+    only the one the model was trained for, and refuses a kind the model cannot read."""
+    from planetloc.errors import PlanetlocError
+    from planetloc.eval import evaluate as evaluate_module
+    from planetloc.eval.evaluate import encode_gallery_in_memory, evaluate_split, query_texts
+    from planetloc.eval.protocols import split_set
+    from planetloc.model.inference import Encoder
+    from planetloc.workflows.models import trained
+
+    model = trained(str(run)).model
+    val = split_set(world.path, "val")
+    assert val is not None
+    if query == "image":
+        with pytest.raises(PlanetlocError, match="street images only"):
+            evaluate_split(model, val, query="text")
+        return
+    encoder = Encoder(model)
+    texts = encoder.encode_texts(query_texts(val.table, val.queries, None)).global_
+    tiles = encode_gallery_in_memory(encoder, val.table, val.gallery).embeddings[val.gallery]
+    top1 = np.argmax(texts.astype(np.float64) @ tiles.astype(np.float64).T, axis=1)
+    expected = 100.0 * np.mean(val.gallery[top1] == val.queries)
+    assert evaluate_split(model, val, query="text")["R@1"] == pytest.approx(expected)
+    asked = []
+    real = evaluate_module.encode_queries
+
+    def recording(*args: object, **kwargs: object) -> object:
+        asked.append((kwargs["query"], kwargs["joint_score"]))
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate_module, "encode_queries", recording)
+        for kind, how in (("text", None), ("image", None), ("joint", "sum"), (None, None)):
+            assert set(evaluate_split(model, val, query=kind, joint_score=how)) == {
+                "R@1",
+                "R@5",
+                "R@10",
+            }
+    trained_as = (model.cfg.query, model.cfg.joint_score)
+    assert asked == [("text", "projection"), ("image", "projection"), ("joint", "sum"), trained_as]

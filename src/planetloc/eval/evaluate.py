@@ -201,14 +201,21 @@ def _subset(queries: Queries, positions: np.ndarray) -> Queries:
 
 
 def evaluate_split(
-    model: Any, es: EvalSet, *, device: str = "cpu", trunk_cache: TrunkCache | None = None
+    model: Any,
+    es: EvalSet,
+    *,
+    device: str = "cpu",
+    trunk_cache: TrunkCache | None = None,
+    query: str | None = None,
+    joint_score: str | None = None,
 ) -> dict[str, float]:
-    """Full-gallery metrics of one split against itself (training-time validation)."""
+    """Full-gallery metrics of one split against itself (training-time validation), queried
+    as the model was trained unless ``query`` / ``joint_score`` say otherwise."""
+    query = query or model.cfg.query
+    joint_score = joint_score or model.cfg.joint_score
+    check_query(model, query, joint_score)
     encoder = Encoder(model, device=device, trunk_cache=trunk_cache)
-    query = model.cfg.query
-    queries, _ = encode_queries(
-        encoder, es.table, es.queries, query=query, joint_score=model.cfg.joint_score
-    )
+    queries, _ = encode_queries(encoder, es.table, es.queries, query=query, joint_score=joint_score)
     gallery = encode_gallery_in_memory(encoder, es.table, es.gallery)
     metrics = set_metrics(rank_set(queries, gallery, es, m=None), es)
     return {k: v for k, v in metrics.items() if k.startswith("R@")}
