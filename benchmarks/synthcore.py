@@ -21,7 +21,7 @@ reported for the named recipes and for planet at lambda* only, each as its globa
 (alpha 0) and re-ranked (its val alpha), on both worlds and both protocols, and for the
 held-out description style. Intervals: 95% bootstrap over seeds and, within each, queries.
 
-    .venv/bin/python benchmarks/synthcore.py [--seeds 5] [--sweep-seeds 3] [--steps 500]
+    .venv/bin/python benchmarks/synthcore.py [--seeds 5] [--sweep-seeds 5] [--steps 500]
         [--parallel 2]
 
 Runs are reused when finished, so an interrupted benchmark resumes; the results JSON is
@@ -253,7 +253,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument(
-        "--sweep-seeds", type=int, default=3, help="seeds of the lambda values not chosen"
+        "--sweep-seeds", type=int, default=5, help="seeds of the lambda values not chosen"
     )
     parser.add_argument(
         "--no-paraphrase", action="store_true", help="leave out the planet+paraphrase recipe"
