@@ -218,8 +218,10 @@ def main() -> int:
 
 def val_score(run: dict[str, Any], label: str) -> float | None:
     """mean(R@1, R@5, R@10) of one query of one run on val; None for runs scored before val."""
+    from planetloc.eval.selection import val_criterion  # here: the parent stays torch-free
+
     val = run["queries"][label].get("val")
-    return None if val is None else float(np.mean([val["R@1"], val["R@5"], val["R@10"]]))
+    return None if val is None else val_criterion(val)
 
 
 def select_weight(results: dict[str, Any]) -> dict[str, Any]:

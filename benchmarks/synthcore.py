@@ -185,8 +185,9 @@ def references(work: Path, seeds: list[int], threads: int) -> dict[str, Any]:
 
 
 def val_score(run: dict[str, Any]) -> float:
-    final = run["val_final"]
-    return float(np.mean([final["val_R@1"], final["val_R@5"], final["val_R@10"]]))
+    from planetloc.eval.selection import val_criterion  # here: the parent stays torch-free
+
+    return val_criterion(run["val_final"], prefix="val_")
 
 
 def bootstrap(

@@ -9,6 +9,7 @@ can read a test split: :func:`planetloc.eval.protocols.split_set` refuses test s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,12 @@ from planetloc.model.trunk_cache import TrunkCache
 
 ALPHA_GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 CRITERION = "mean of R@1, R@5, R@10 on val (full gallery)"
+
+
+def val_criterion(metrics: Mapping[str, float], prefix: str = "") -> float:
+    """The score every setting is chosen by: mean of R@1, R@5 and R@10 (keys ``prefix`` +
+    ``R@k``, e.g. ``val_R@1`` in a training log)."""
+    return float(np.mean([metrics[f"{prefix}R@{k}"] for k in (1, 5, 10)]))
 
 
 def select_rerank_alpha(
@@ -45,7 +52,7 @@ def select_rerank_alpha(
     for alpha in grid:
         metrics = set_metrics(rank_set(queries, gallery, val, m=None, rerank_alpha=alpha), val)
         row = {"alpha": alpha} | {k: metrics[k] for k in ("R@1", "R@5", "R@10")}
-        row["score"] = float(np.mean([row["R@1"], row["R@5"], row["R@10"]]))
+        row["score"] = val_criterion(row)
         sweep.append(row)
     best = max(sweep, key=lambda r: (r["score"], -r["alpha"]))
     return {
