@@ -13,18 +13,24 @@ natively, float32 elsewhere):
 * ``joint+north``: the same with north-up panoramas;
 * ``joint-w0.5``, ``joint-w0.25``, ``joint-w0.1``: ``joint`` with its view and joint losses
   weighted below 1 beside the text objective (``view_weight`` = ``joint_weight`` = w), so that
-  the street losses no longer outweigh the text loss on the shared satellite tower.
+  the street losses no longer outweigh the text loss on the shared satellite tower;
+* ``joint-w0.25-inbatch``: ``joint-w0.25`` with in-batch negatives only, as the text model
+  is trained (the joint variants above batch groups of 4 geographic neighbours); the weight
+  and the negatives are chosen together;
+* ``late-fusion``: no training of its own; each seed's ``text`` model and image model asked
+  together, scored by s_text + w * s_image (the image variant, then w, chosen on val).
 
 Each joint model is evaluated with projection, with the mean of its two query embeddings and
 with the sum of the two scores, and with each modality alone. Every query of every run is also
 scored on the val split (val queries against val tiles, as training validates): the street-loss
-weight w is chosen on val (the best mean over seeds of mean(R@1, R@5, R@10) of the projection
-query), and the summary's ``selection`` records the sweep and the winner whose test numbers
-answer the issue's target. The street-view render throughput is measured in the same run.
-Writes benchmarks/results/crossview.json after every run.
+weight w and the negatives are chosen on val (the best mean over seeds of mean(R@1, R@5, R@10)
+of the projection query), and the summary's ``selection`` records the sweep and the winner
+whose test numbers answer the issue's target. The street-view render throughput is measured
+in the same run. Writes benchmarks/results/crossview.json after every run.
 
     .venv/bin/python benchmarks/crossview.py [--seeds 3] [--steps 500] [--parallel 2]
         [--variants text image+hardneg+north joint+north]
+    .venv/bin/python benchmarks/crossview.py --steps 200 --variants   # late fusion only
 """
 
 from __future__ import annotations
@@ -57,11 +63,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "joint": {"model.query": "joint", "neighbours": 4},
     "joint+north": {"model.query": "joint", "neighbours": 4, "model.street_align": "north"},
 }
-# The street-loss weight w of the joint variants, chosen on val (``joint`` is w = 1).
-JOINT_WEIGHTS: dict[str, float] = {"joint": 1.0}
+# The joint variants' street-loss weight w and negatives, chosen together on val (``joint``
+# is w = 1 with geographic hard negatives).
+JOINT_SETTINGS: dict[str, dict[str, Any]] = {"joint": {"weight": 1.0, "negatives": "neighbours"}}
 for _w in (0.5, 0.25, 0.1):
-    JOINT_WEIGHTS[f"joint-w{_w}"] = _w
+    JOINT_SETTINGS[f"joint-w{_w}"] = {"weight": _w, "negatives": "neighbours"}
     VARIANTS[f"joint-w{_w}"] = VARIANTS["joint"] | {"view_weight": _w, "joint_weight": _w}
+# w = 0.25 with in-batch negatives, as the text model is trained: separates the batching from
+# the street losses when a joint model's text query falls behind the text model's.
+JOINT_SETTINGS["joint-w0.25-inbatch"] = {"weight": 0.25, "negatives": "in-batch"}
+VARIANTS["joint-w0.25-inbatch"] = VARIANTS["joint-w0.25"] | {"neighbours": 0}
 # How each variant's model is queried at test time: (label, query kind, joint score).
 QUERIES: dict[str, list[tuple[str, str, str | None]]] = {
     "text": [("text", "text", None)],
@@ -81,33 +92,30 @@ QUERIES: dict[str, list[tuple[str, str, str | None]]] = {
         ("sum", "joint", "sum"),
     ],
 }
-for _name in JOINT_WEIGHTS:
+for _name in JOINT_SETTINGS:
     QUERIES[_name] = QUERIES["joint"]
+# Late fusion: the text model's score plus w times an image model's score (w chosen on val).
+IMAGE_VARIANTS = ("image", "image+hardneg", "image+hardneg+north")
+FUSION_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0)
 KEYS = ("R@1", "R@5", "R@10", "L@50", "L@100", "L@150", "median_error_km")
 
 
-def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
-    """Train one variant and evaluate it every way it can be queried (own process)."""
-    name, seed, steps, work, threads = args
-    import torch
+def _run_folder(name: str, seed: int, steps: int, work: str) -> Path:
+    """Where one variant, seed and step budget trains and is evaluated (budgets apart: a
+    finished shorter run is never resumed into a longer one)."""
+    return Path(work) / "crossview" / f"{steps}-steps" / f"{name}-seed{seed}"
 
-    torch.set_num_threads(threads)
-    from planetloc.data.caches import dataset_manifest
+
+def _config(name: str, seed: int, steps: int, work: str) -> Any:
+    """The training config of one variant and seed (its run folder under ``work``)."""
     from planetloc.devices import cpu_has_native_bf16
-    from planetloc.eval.evaluate import evaluate_split
-    from planetloc.eval.protocols import split_set
     from planetloc.train.config import load_config
-    from planetloc.workflows.evaluation import run_evaluation
-    from planetloc.workflows.models import trained
-    from planetloc.workflows.runs import train_or_reuse
 
-    out = Path(work) / "crossview" / f"{name}-seed{seed}"
-    run_dir = out / "run"
-    cfg = load_config(
+    return load_config(
         method="planet",
         overrides={
             "data": str(Path(work) / "world"),
-            "out": str(run_dir),
+            "out": str(_run_folder(name, seed, steps, work) / "run"),
             "steps": steps,
             "seed": seed,
             "eval_every": 0,
@@ -119,6 +127,23 @@ def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
             **VARIANTS[name],
         },
     )
+
+
+def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
+    """Train one variant and evaluate it every way it can be queried (own process)."""
+    name, seed, steps, work, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from planetloc.data.caches import dataset_manifest
+    from planetloc.eval.evaluate import evaluate_split
+    from planetloc.eval.protocols import split_set
+    from planetloc.workflows.evaluation import run_evaluation
+    from planetloc.workflows.models import trained
+    from planetloc.workflows.runs import train_or_reuse
+
+    out = _run_folder(name, seed, steps, work)
+    cfg = _config(name, seed, steps, work)
     started = time.perf_counter()
     ckpt = train_or_reuse(cfg, progress=False)
     train_s = time.perf_counter() - started
@@ -149,6 +174,96 @@ def _run(args: tuple[str, int, int, str, int]) -> dict[str, Any]:
     return {"name": name, "seed": seed, **result}
 
 
+def _fusion(args: tuple[str, int, int, str, int, tuple[float, ...], str]) -> dict[str, Any]:
+    """Late fusion of one seed's text model and image model (own process): fused metrics on
+    val for every weight of ``weights``, or on the test world set (both protocols) for the
+    one weight chosen on val."""
+    image_variant, seed, steps, work, threads, weights, split = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from planetloc.data.caches import dataset_manifest
+    from planetloc.eval.fusion import embed_set, fused_metrics
+    from planetloc.eval.protocols import evaluation_sets, evaluation_table, split_set
+    from planetloc.workflows.models import trained
+    from planetloc.workflows.runs import train_or_reuse
+
+    world = Path(work) / "world"
+    text = trained(str(train_or_reuse(_config("text", seed, steps, work), progress=False)))
+    image = trained(str(train_or_reuse(_config(image_variant, seed, steps, work), progress=False)))
+    if split == "val":
+        es = split_set(dataset_manifest(world), "val")
+    else:
+        es = next(s for s in evaluation_sets(evaluation_table(world)) if s.name == "world")
+    parts = [embed_set(text.model, es, "text"), embed_set(image.model, es, "image")]
+    if split == "val":
+        val = {}
+        for w in weights:
+            metrics = fused_metrics(parts, [1.0, w], es)
+            val[str(w)] = {k: metrics[k] for k in ("R@1", "R@5", "R@10")}
+        return {"seed": seed, "val": val}
+    (w,) = weights
+    return {
+        "seed": seed,
+        "full": {k: fused_metrics(parts, [1.0, w], es)[k] for k in KEYS},
+        "m100": {k: fused_metrics(parts, [1.0, w], es, m=100)[k] for k in KEYS},
+    }
+
+
+def late_fusion(results: dict[str, Any], pool: Any, steps: int, work: str, threads: int) -> None:
+    """Text model + image model of the same seed, score s_text + w * s_image: the image
+    variant and then w chosen on val (mean over seeds of mean(R@1, R@5, R@10)), test once with
+    the winners. Adds the ``late-fusion`` run per seed and the ``late_fusion`` selection."""
+    seeds = [str(s) for s in results["seeds"]]
+    runs = results["runs"]
+    images = [
+        v
+        for v in IMAGE_VARIANTS
+        if all(s in runs.get(v, {}) and val_score(runs[v][s], "image") is not None for s in seeds)
+    ]
+    if not images or not all(s in runs.get("text", {}) for s in seeds):
+        return  # the single-modality models have not all run yet
+    image_sweep = [
+        {"variant": v, "val_score": float(np.mean([val_score(runs[v][s], "image") for s in seeds]))}
+        for v in images
+    ]
+    image = max(image_sweep, key=lambda e: e["val_score"])["variant"]
+    jobs = [(image, int(s), steps, work, threads, FUSION_WEIGHTS, "val") for s in seeds]
+    val = {str(r["seed"]): r["val"] for r in pool.map(_fusion, jobs)}
+    from planetloc.eval.selection import val_criterion  # here: the parent stays torch-free
+
+    weight_sweep = [
+        {"weight": w, "val_score": float(np.mean([val_criterion(val[s][str(w)]) for s in seeds]))}
+        for w in FUSION_WEIGHTS
+    ]
+    # Ties: the smaller weight, so the image model is leaned on only where val says it helps.
+    best = max(weight_sweep, key=lambda e: (e["val_score"], -e["weight"]))["weight"]
+    jobs = [(image, int(s), steps, work, threads, (best,), "test") for s in seeds]
+    label = "text + image scores"
+    runs["late-fusion"] = {
+        str(r["seed"]): {
+            "amp": runs["text"][str(r["seed"])]["amp"],
+            "queries": {
+                label: {
+                    "full": r["full"],
+                    "m100": r["m100"],
+                    "val": val[str(r["seed"])][str(best)],
+                }
+            },
+        }
+        for r in pool.map(_fusion, jobs)
+    }
+    results["late_fusion"] = {
+        "split": "val",
+        "criterion": "mean over seeds of mean(R@1, R@5, R@10), val queries against val tiles",
+        "text_variant": "text",
+        "image_sweep": image_sweep,
+        "image_variant": image,
+        "weight_sweep": weight_sweep,
+        "weight": best,
+    }
+
+
 def _earlier(path: Path, steps: int, seeds: int, asked: list[str]) -> dict[str, Any]:
     """Runs of the variants not asked for now, from an earlier results file with the same
     steps (each run is one variant and seed, trained and evaluated on its own)."""
@@ -174,7 +289,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument(
-        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME"
+        "--variants",
+        nargs="*",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        metavar="NAME",
+        help="variants to (re)run; none: only the late fusion of the runs kept",
     )
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--out", default=str(RESULTS))
@@ -185,13 +305,15 @@ def main() -> int:
     started = time.perf_counter()
     generate_world(SynthConfig(), work / "world", workers=2)
     kept = _earlier(Path(args.out), args.steps, args.seeds, args.variants)
+    earlier_render = earlier_results(Path(args.out), args.steps, []).get("render")
     results: dict[str, Any] = {
         "benchmark": "crossview",
         "world": "SynthConfig() default (512 x 128 street panoramas)",
         "steps": args.steps,
         "seeds": list(range(args.seeds)),
         "variants": [v for v in VARIANTS if v in kept or v in args.variants],
-        "render": _render_rate(work),
+        # Nothing trains when no variant is asked: the earlier render rate stands.
+        "render": earlier_render if earlier_render and not args.variants else _render_rate(work),
         "runs": kept,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
@@ -212,6 +334,8 @@ def main() -> int:
             results["runs"].setdefault(run["name"], {})[str(run["seed"])] = run
             print(f"{run['name']} seed {run['seed']}: {run['queries']}", flush=True)
             save()
+        late_fusion(results, pool, args.steps, str(work), threads)
+        save()
     print(json.dumps(results["summary"], indent=1))
     return 0
 
@@ -225,16 +349,17 @@ def val_score(run: dict[str, Any], label: str) -> float | None:
 
 
 def select_weight(results: dict[str, Any]) -> dict[str, Any]:
-    """The street-loss weight chosen on val among the joint variants that have run on every
-    seed (projection query), with the sweep; test numbers are only read afterwards."""
+    """The street-loss weight and negatives chosen on val among the joint variants that have
+    run on every seed (projection query), with the sweep; test numbers are only read
+    afterwards."""
     seeds = [str(s) for s in results["seeds"]]
     sweep = []
-    for name, weight in JOINT_WEIGHTS.items():
+    for name, settings in JOINT_SETTINGS.items():
         runs = results["runs"].get(name, {})
         scores = [val_score(runs[s], "projection") if s in runs else None for s in seeds]
         if None in scores:
             continue  # not run, or run before val was scored: not a candidate
-        sweep.append({"variant": name, "weight": weight, "val_score": float(np.mean(scores))})
+        sweep.append({"variant": name, **settings, "val_score": float(np.mean(scores))})
     chosen = max(sweep, key=lambda e: e["val_score"])["variant"] if sweep else None
     return {
         "split": "val",

@@ -260,11 +260,18 @@ def synthcore_selection() -> str:
     return out + source("synthcore")
 
 
-def crossview() -> str:
-    d = load("crossview")
+def _seed_metric(d: dict[str, Any], key: str, seed: str, metric: str) -> float:
+    """One seed's full-gallery ``metric`` of the "variant / query" row ``key``."""
+    name, label = key.split(" / ")
+    return d["runs"][name][seed]["queries"][label]["full"][metric]
+
+
+def crossview(name: str = "crossview") -> str:
+    """The cross-view table of one results file of ``benchmarks/crossview.py``."""
+    d = load(name)
     s = d.get("summary") or {}
     if not s:
-        raise Missing("crossview", "holds no finished run yet")
+        raise Missing(name, "holds no finished run yet")
     rows = []
     for key, protocols in s.items():
         full, near = protocols["full"], protocols["m100"]
@@ -294,7 +301,8 @@ def crossview() -> str:
     # one-modality queries are labelled "text alone" and "image alone").
     singles = [k for k in s if k.split(" / ")[1] in ("text", "image")]
     lines = []
-    for key in (k for k in s if k.endswith("/ projection")):
+    joint_keys = [k for k in s if k.endswith("/ projection") or k.startswith("late-fusion /")]
+    for key in joint_keys:
         parts = []
         for metric in ("R@1", "R@10"):
             best = max(singles, key=lambda k, m=metric: s[k]["full"][m]["mean"])
@@ -302,8 +310,14 @@ def crossview() -> str:
             # The issue's target: a gain larger than the seed std of either side.
             std = max(s[key]["full"][metric]["std"], s[best]["full"][metric]["std"])
             verdict = "beyond" if diff > std else "not beyond"
+            # The same seed of both sides, paired (each seed is one data order and init).
+            paired = ", ".join(
+                f"{_seed_metric(d, key, seed, metric) - _seed_metric(d, best, seed, metric):+.1f}"
+                for seed in sorted(d["runs"][key.split(" / ")[0]], key=int)
+            )
             parts.append(
-                f"{metric} {diff:+.1f} points (against `{best}`; {verdict} the seed std {std:.1f})"
+                f"{metric} {diff:+.1f} points (against `{best}`; {verdict} the seed std {std:.1f}; "
+                f"per seed {paired})"
             )
         lines.append(f"`{key}` minus the better single-modality model: " + ", ".join(parts))
     if singles and lines:
@@ -311,13 +325,27 @@ def crossview() -> str:
     sel = d.get("selection") or {}
     if sel.get("sweep"):
         sweep = ", ".join(
-            f"w = {e['weight']:g} (`{e['variant']}`) {e['val_score']:.1f}" for e in sel["sweep"]
+            f"w = {e['weight']:g}, {e.get('negatives', 'neighbours')} negatives "
+            f"(`{e['variant']}`) {e['val_score']:.1f}"
+            for e in sel["sweep"]
         )
         out += (
-            f"\nStreet-loss weight chosen on {sel['split']} ({sel['criterion']}): {sweep}; "
-            f"chosen `{sel['chosen']}`.\n"
+            f"\nStreet-loss weight and negatives chosen on {sel['split']} ({sel['criterion']}): "
+            f"{sweep}; chosen `{sel['chosen']}`.\n"
         )
-    return out + source("crossview")
+    fusion = d.get("late_fusion") or {}
+    if fusion:
+        images = ", ".join(f"`{e['variant']}` {e['val_score']:.1f}" for e in fusion["image_sweep"])
+        weights = ", ".join(
+            f"w = {e['weight']:g} {e['val_score']:.1f}" for e in fusion["weight_sweep"]
+        )
+        out += (
+            f"\nLate fusion (`{fusion['text_variant']}` model + an image model of the same seed, "
+            f"s_text + w * s_image), chosen on {fusion['split']} ({fusion['criterion']}): image "
+            f"model {images}, chosen `{fusion['image_variant']}`; then {weights}, chosen "
+            f"w = {fusion['weight']:g}.\n"
+        )
+    return out + source(name)
 
 
 def train_scale() -> str:
@@ -651,12 +679,19 @@ def train_throughput() -> str:
     return out + source("train_throughput")
 
 
+# Results files that a benchmark writes under another name than its own (``--out``).
+RERUN = {
+    "crossview_long": "benchmarks/crossview.py --steps 500 --variants text image "
+    "joint-w0.25-inbatch --out benchmarks/results/crossview_long.json",
+}
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "machine": machine,
     "demo": demo,
     "synthcore": synthcore,
     "synthcore-selection": synthcore_selection,
     "crossview": crossview,
+    "crossview_long": lambda: crossview("crossview_long"),
     "train_scale": train_scale,
     "eval_scale": eval_scale,
     "eval_memory": eval_memory,
@@ -677,9 +712,10 @@ def render(name: str) -> str:
     try:
         return RENDERERS[name]()
     except Missing as missing:
+        command = RERUN.get(missing.name, f"benchmarks/{missing.name}.py")
         return (
             f"*Not measured in this version: `benchmarks/results/{missing.name}.json` "
-            f"{missing.reason} (run `benchmarks/{missing.name}.py`).*\n"
+            f"{missing.reason} (run `{command}`).*\n"
         )
 
 

@@ -230,3 +230,19 @@ def _check_validation_queries(query: str, world: Manifest, run: Path) -> None:
             }
     trained_as = (model.cfg.query, model.cfg.joint_score)
     assert asked == [("text", "projection"), ("image", "projection"), ("joint", "sum"), trained_as]
+    _check_late_fusion(model, val)
+
+
+def _check_late_fusion(model: object, val: object) -> None:
+    """Late fusion of a text and an image embedding with weights 1 and 1 is the joint model's
+    score sum, and with weights 1 and 0 its text query: the same metrics either way."""
+    from planetloc.eval.evaluate import evaluate_split
+    from planetloc.eval.fusion import embed_set, fused_metrics
+
+    parts = [embed_set(model, val, "text"), embed_set(model, val, "image")]
+    for weights, kind, how in (([1.0, 1.0], "joint", "sum"), ([1.0, 0.0], "text", None)):
+        fused = fused_metrics(parts, weights, val)
+        direct = evaluate_split(model, val, query=kind, joint_score=how)
+        assert {k: fused[k] for k in direct} == pytest.approx(direct)
+    near = fused_metrics(parts, [1.0, 0.5], val, m=5)
+    assert near["candidates"] == 5 and near["queries"] == len(val.queries)

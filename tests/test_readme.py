@@ -46,3 +46,16 @@ def test_tables_follow_the_results_files(tmp_path: Path, monkeypatch: pytest.Mon
     (results / "street_render.json").write_text('{"panoramas_per_s": NaN}')
     with pytest.raises(ValueError, match="holds NaN"):
         tables.render("street_render")
+
+
+def test_a_results_file_written_under_another_name_says_how_to_remake_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = _tables()
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    missing = tables.render("crossview_long")
+    assert "`benchmarks/results/crossview_long.json` is absent" in missing
+    assert (
+        "crossview.py --steps 500" in missing
+        and "--out benchmarks/results/crossview_long.json" in missing
+    )
