@@ -681,7 +681,7 @@ def train_throughput() -> str:
 
 # Results files that a benchmark writes under another name than its own (``--out``).
 RERUN = {
-    "crossview_long": "benchmarks/crossview.py --steps 500 --variants text image "
+    "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 2 --variants text image "
     "joint-w0.25-inbatch --out benchmarks/results/crossview_long.json",
 }
 
