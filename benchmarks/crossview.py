@@ -203,11 +203,9 @@ def _fusion(args: tuple[str, int, int, str, int, tuple[float, ...], str]) -> dic
             val[str(w)] = {k: metrics[k] for k in ("R@1", "R@5", "R@10")}
         return {"seed": seed, "val": val}
     (w,) = weights
-    return {
-        "seed": seed,
-        "full": {k: fused_metrics(parts, [1.0, w], es)[k] for k in KEYS},
-        "m100": {k: fused_metrics(parts, [1.0, w], es, m=100)[k] for k in KEYS},
-    }
+    full = fused_metrics(parts, [1.0, w], es)
+    near = fused_metrics(parts, [1.0, w], es, m=100)
+    return {"seed": seed, "full": {k: full[k] for k in KEYS}, "m100": {k: near[k] for k in KEYS}}
 
 
 def late_fusion(results: dict[str, Any], pool: Any, steps: int, work: str, threads: int) -> None:
