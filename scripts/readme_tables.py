@@ -169,7 +169,7 @@ def synthcore() -> str:
         raise Missing("synthcore", "holds no summary yet (its run is unfinished)")
     refs = d["references"]
     backbone = d["backbone"]
-    recipes = [k for k in s if not k.startswith("L_phy")]
+    recipes = [k for k in s if "global" in s[k]]  # the others are paired differences
     rows = []
     for name in recipes:
         for label, text in SYNTH_LABELS.items():
@@ -235,6 +235,17 @@ def synthcore() -> str:
         "95% bootstrap interval; an interval holding 0 is no evidence either way:\n\n"
     )
     out += table(["difference", "R@1", "R@5", "R@10"], rows)
+    rows = [
+        [key.removeprefix("phrasing: ")] + [interval(s[key][f"R@{k}"]) for k in (1, 5, 10)]
+        for key in s
+        if key.startswith("phrasing: ")
+    ]
+    if rows:
+        out += (
+            "\nThe phrasing experiment: more token dropout, every other setting equal. Paired "
+            "differences in points, 95% bootstrap interval:\n\n"
+        )
+        out += table(["difference", "R@1", "R@5", "R@10"], rows)
     return out + source("synthcore")
 
 
@@ -344,6 +355,16 @@ def crossview(name: str = "crossview") -> str:
             f"s_text + w * s_image), chosen on {fusion['split']} ({fusion['criterion']}): image "
             f"model {images}, chosen `{fusion['image_variant']}`; then {weights}, chosen "
             f"w = {fusion['weight']:g}.\n"
+        )
+    render = d.get("render") or {}
+    if render:
+        load_avg = render.get("machine", {}).get("load_average_1min")
+        out += (
+            f"\nStreet panoramas rendered in this run ({render['width']} x {render['height']}, one "
+            f"thread): {render['cpu_panoramas_per_s']:.1f} per second of CPU time, target "
+            f"{render['target_per_s']:g}: {'met' if render['meets_target'] else 'not met'}"
+            + (f" (1-minute load average {load_avg:.2f} when measured)" if load_avg else "")
+            + ".\n"
         )
     return out + source(name)
 
@@ -681,7 +702,7 @@ def train_throughput() -> str:
 
 # Results files that a benchmark writes under another name than its own (``--out``).
 RERUN = {
-    "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 2 --variants text image "
+    "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 3 --variants text image "
     "joint-w0.25-inbatch --out benchmarks/results/crossview_long.json",
 }
 

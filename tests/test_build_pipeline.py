@@ -164,7 +164,14 @@ def test_refused_credentials_stop_with_a_redacted_message(server) -> None:
 
 def test_circuit_breaker_stops_a_dead_provider_and_resume_finishes(server, tmp_path) -> None:
     server.inject("tiles", "503", times=-1)
-    dead = {"http.breaker_threshold": 3, "http.max_outage_s": 0.5, "http.attempts": 3}
+    # A generous timeout: on a loaded machine a slow 503 must still read as a 503, not as a
+    # timeout (the error message below names the last error).
+    dead = {
+        "http.breaker_threshold": 3,
+        "http.max_outage_s": 0.5,
+        "http.attempts": 3,
+        "http.timeout_s": 10.0,
+    }
     with pytest.raises(
         PlanetlocError, match=r"satellite: unreachable for \d+ s \(last error: HTTP 503\)"
     ):

@@ -16,12 +16,30 @@ from planetloc.data.manifest import Manifest
 from planetloc.data.stream import StreamSpec, north_aligned, open_source, train_loader
 from planetloc.geo.coords import haversine_m
 from planetloc.model.planet import joint_scores
-from planetloc.train.config import load_config
+from planetloc.train.config import TrainConfig, load_config
 from planetloc.train.trainer import train
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _street_config(world: Manifest, out: Path, **overrides: object) -> TrainConfig:
+    """A tiny planet config on ``world`` that reads 32 x 128 street views."""
+    return load_config(
+        method="planet",
+        overrides={
+            "data": str(world.path),
+            "out": str(out),
+            "steps": 2,
+            "batch_size": 8,
+            "eval_every": 0,
+            "workers": 0,
+            "model.street_size": [32, 128],
+            **TINY_MODEL,
+            **overrides,
+        },
+    )
 
 
 def test_joint_projection_score_is_the_length_of_the_projection() -> None:
@@ -76,21 +94,13 @@ def test_street_view_models_train_evaluate_and_locate(
 ) -> None:
     from planetloc.workflows.evaluation import run_evaluation
 
-    cfg = load_config(
-        method="planet",
-        overrides={
-            "data": str(small_world.path),
-            "out": str(tmp_path / "run"),
-            "steps": 3,
-            "batch_size": 16,
-            "eval_every": 0,
-            "workers": 0,
-            "neighbours": 4,
-            "model.query": query,
-            "model.street_size": [32, 128],
-            "model.street_align": "north",
-            **TINY_MODEL,
-        },
+    cfg = _street_config(
+        small_world,
+        tmp_path / "run",
+        steps=3,
+        batch_size=16,
+        neighbours=4,
+        **{"model.query": query, "model.street_align": "north"},
     )
     summary = train(cfg, progress=False)
     assert summary["query"] == query
@@ -147,23 +157,14 @@ def test_street_view_models_train_evaluate_and_locate(
 
 
 def test_joint_loss_weights_scale_the_street_losses(small_world: Manifest, tmp_path: Path) -> None:
-    cfg = load_config(
-        method="planet",
-        overrides={
-            "data": str(small_world.path),
-            "out": str(tmp_path / "run"),
-            "steps": 2,
-            "batch_size": 8,
-            "eval_every": 0,
-            "log_every": 1,
-            "workers": 0,
-            "select_alpha": False,
-            "model.query": "joint",
-            "model.street_size": [32, 128],
-            "view_weight": 0.25,
-            "joint_weight": 0.5,
-            **TINY_MODEL,
-        },
+    cfg = _street_config(
+        small_world,
+        tmp_path / "run",
+        log_every=1,
+        select_alpha=False,
+        view_weight=0.25,
+        joint_weight=0.5,
+        **{"model.query": "joint"},
     )
     rows = [r for r in train(cfg, progress=False)["history"] if "loss" in r]
     assert rows
@@ -246,3 +247,33 @@ def _check_late_fusion(model: object, val: object) -> None:
         assert {k: fused[k] for k in direct} == pytest.approx(direct)
     near = fused_metrics(parts, [1.0, 0.5], val, m=5)
     assert near["candidates"] == 5 and near["queries"] == len(val.queries)
+
+
+def test_a_registry_image_tower_reads_street_views(small_world: Manifest, tmp_path: Path) -> None:
+    """``model.street_backbone`` puts a registry backbone's image tower (here the tiny CLIP)
+    behind the street views: it trains, is saved and reloads, and reads a panorama at its own
+    square input size."""
+    from planetloc.model.checkpoint import load_model
+    from planetloc.model.towers import CLIPImageTower
+
+    cfg = _street_config(
+        small_world,
+        tmp_path / "run",
+        **{"model.query": "image", "model.street_backbone": "tiny-clip"},
+    )
+    summary = train(cfg, progress=False)
+    assert np.isfinite([r["loss_view"] for r in summary["history"] if "loss_view" in r]).all()
+    model = load_model(tmp_path / "run" / "checkpoint.safetensors")
+    assert isinstance(model.street_tower, CLIPImageTower)
+    assert model.cfg.street_backbone == "tiny-clip"
+    model.eval()
+    views = torch.randint(0, 256, (2, 3, 32, 128), dtype=torch.uint8)
+    emb = model.encode_street(views)
+    assert emb.shape == (2, 32)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(emb[0], emb[1])
+    # Every layer of the tower learns from the view loss (nothing silently frozen).
+    emb = model.encode_street(views)
+    (emb[:, 0].sum()).backward()
+    first = model.street_tower.vision_model.embeddings.patch_embedding.weight
+    assert first.grad is not None and first.grad.abs().sum() > 0
