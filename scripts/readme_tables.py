@@ -242,8 +242,9 @@ def synthcore() -> str:
     ]
     if rows:
         out += (
-            "\nThe phrasing experiment: more token dropout, every other setting equal. Paired "
-            "differences in points, 95% bootstrap interval:\n\n"
+            "\nThe phrasing experiment: more token dropout, every other training setting equal "
+            "(each run's re-ranking alpha is still its own val choice). Paired differences in "
+            "points, 95% bootstrap interval:\n\n"
         )
         out += table(["difference", "R@1", "R@5", "R@10"], rows)
     return out + source("synthcore")
@@ -363,7 +364,11 @@ def crossview(name: str = "crossview") -> str:
             f"\nStreet panoramas rendered in this run ({render['width']} x {render['height']}, one "
             f"thread): {render['cpu_panoramas_per_s']:.1f} per second of CPU time, target "
             f"{render['target_per_s']:g}: {'met' if render['meets_target'] else 'not met'}"
-            + (f" (1-minute load average {load_avg:.2f} when measured)" if load_avg else "")
+            + (
+                f" (1-minute load average {load_avg:.2f} when measured)"
+                if load_avg is not None
+                else ""
+            )
             + ".\n"
         )
     return out + source(name)

@@ -251,29 +251,30 @@ def _check_late_fusion(model: object, val: object) -> None:
 
 def test_a_registry_image_tower_reads_street_views(small_world: Manifest, tmp_path: Path) -> None:
     """``model.street_backbone`` puts a registry backbone's image tower (here the tiny CLIP)
-    behind the street views: it trains, is saved and reloads, and reads a panorama at its own
-    square input size."""
+    behind the street views: the view loss trains it, and it is saved, reloads and reads a
+    panorama at its own square input size."""
     from planetloc.model.checkpoint import load_model
     from planetloc.model.towers import CLIPImageTower
 
-    cfg = _street_config(
-        small_world,
-        tmp_path / "run",
-        **{"model.query": "image", "model.street_backbone": "tiny-clip"},
-    )
-    summary = train(cfg, progress=False)
-    assert np.isfinite([r["loss_view"] for r in summary["history"] if "loss_view" in r]).all()
-    model = load_model(tmp_path / "run" / "checkpoint.safetensors")
-    assert isinstance(model.street_tower, CLIPImageTower)
-    assert model.cfg.street_backbone == "tiny-clip"
+    towers = []
+    for steps in (1, 2):
+        out = tmp_path / f"run{steps}"
+        cfg = _street_config(
+            small_world,
+            out,
+            steps=steps,
+            **{"model.query": "image", "model.street_backbone": "tiny-clip"},
+        )
+        summary = train(cfg, progress=False)
+        views = [r["loss_view"] for r in summary["history"] if "loss_view" in r]
+        assert views and np.isfinite(views).all()
+        model = load_model(out / "checkpoint.safetensors")
+        assert isinstance(model.street_tower, CLIPImageTower)
+        towers.append(model.street_tower.vision_model.embeddings.patch_embedding.weight)
+    # Same seed, same start: only the second step can tell the two towers apart, so a frozen
+    # or detached tower would come back identical.
+    assert not torch.equal(towers[0], towers[1])
     model.eval()
-    views = torch.randint(0, 256, (2, 3, 32, 128), dtype=torch.uint8)
-    emb = model.encode_street(views)
-    assert emb.shape == (2, 32)
-    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
-    assert not torch.allclose(emb[0], emb[1])
-    # Every layer of the tower learns from the view loss (nothing silently frozen).
-    emb = model.encode_street(views)
-    (emb[:, 0].sum()).backward()
-    first = model.street_tower.vision_model.embeddings.patch_embedding.weight
-    assert first.grad is not None and first.grad.abs().sum() > 0
+    with torch.no_grad():
+        emb = model.encode_street(torch.randint(0, 256, (2, 3, 32, 128), dtype=torch.uint8))
+    assert emb.shape == (2, 32) and torch.isfinite(emb).all()
