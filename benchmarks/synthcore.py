@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -202,50 +203,67 @@ def val_score(run: dict[str, Any]) -> float:
     return val_criterion(run["val_final"], prefix="val_")
 
 
+def _resamples(sizes: list[int], draws: int, seed: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """Two-level bootstrap draws: seeds with replacement, then each chosen seed's queries."""
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        yield [
+            (i, rng.integers(0, sizes[i], sizes[i]))
+            for i in rng.integers(0, len(sizes), len(sizes))
+        ]
+
+
+def _hits(ranks: list[list[int]], k: int) -> list[np.ndarray]:
+    return [((np.asarray(r) >= 0) & (np.asarray(r) < k)).astype(float) for r in ranks]
+
+
+def _interval(point: float, draws: np.ndarray, scale: float = 100.0) -> dict[str, float]:
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"mean": scale * point, "low": scale * float(lo), "high": scale * float(hi)}
+
+
 def bootstrap(
     ranks: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
 ) -> dict[str, float]:
     """Mean R@k over seeds and its 95% interval: resample seeds, then queries within each."""
-    rng = np.random.default_rng(seed)
-    hits = [(np.asarray(r) >= 0) & (np.asarray(r) < k) for r in ranks]
-    means = np.empty(draws)
-    for d in range(draws):
-        chosen = rng.integers(0, len(hits), len(hits))
-        means[d] = np.mean(
-            [hits[i][rng.integers(0, len(hits[i]), len(hits[i]))].mean() for i in chosen]
-        )
+    hits = _hits(ranks, k)
+    means = np.array(
+        [
+            np.mean([hits[i][q].mean() for i, q in sample])
+            for sample in _resamples([len(h) for h in hits], draws, seed)
+        ]
+    )
     point = float(np.mean([h.mean() for h in hits]))
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {
-        "mean": 100 * point,
-        "low": 100 * float(lo),
-        "high": 100 * float(hi),
-        "seeds": len(hits),
-    }
+    return {**_interval(point, means), "seeds": len(hits)}
 
 
 def paired(
     a: list[list[int]], b: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
 ) -> dict[str, float]:
     """R@k of ``a`` minus ``b`` (same queries, same seeds) with a paired 95% interval."""
-    rng = np.random.default_rng(seed)
-    diff = [
-        ((np.asarray(x) >= 0) & (np.asarray(x) < k)).astype(float)
-        - ((np.asarray(y) >= 0) & (np.asarray(y) < k)).astype(float)
-        for x, y in zip(a, b, strict=True)
-    ]
-    means = np.empty(draws)
-    for d in range(draws):
-        chosen = rng.integers(0, len(diff), len(diff))
-        means[d] = np.mean(
-            [diff[i][rng.integers(0, len(diff[i]), len(diff[i]))].mean() for i in chosen]
-        )
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {
-        "mean": 100 * float(np.mean([d.mean() for d in diff])),
-        "low": 100 * float(lo),
-        "high": 100 * float(hi),
-    }
+    diff = [x - y for x, y in zip(_hits(a, k), _hits(b, k), strict=True)]
+    means = np.array(
+        [
+            np.mean([diff[i][q].mean() for i, q in sample])
+            for sample in _resamples([len(d) for d in diff], draws, seed)
+        ]
+    )
+    return _interval(float(np.mean([d.mean() for d in diff])), means)
+
+
+def kept(
+    unseen: list[list[int]], seen: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """The share of the seen style's R@k that the held-out style keeps (the same queries in
+    both styles), with a paired 95% interval; a draw with no seen-style hit is left out."""
+    u, v = _hits(unseen, k), _hits(seen, k)
+    ratios = []
+    for sample in _resamples([len(h) for h in v], draws, seed):
+        den = np.mean([v[i][q].mean() for i, q in sample])
+        if den > 0:
+            ratios.append(np.mean([u[i][q].mean() for i, q in sample]) / den)
+    point = float(np.mean([h.mean() for h in u]) / np.mean([h.mean() for h in v]))
+    return _interval(point, np.asarray(ratios), scale=1.0)
 
 
 def _worlds(work: Path) -> None:
@@ -434,6 +452,12 @@ def summarise(results: dict[str, Any], reported: list[str], seeds: list[int]) ->
                 "m100 R@1": bootstrap(ranks_m, 1),
                 "m100 R@10": bootstrap(ranks_m, 10),
             }
+        row["kept"] = {
+            label: kept(
+                [r[f"style-{label}"]["ranks"] for r in runs], [r[label]["ranks"] for r in runs], 10
+            )
+            for label in ("global", "reranked")
+        }
         row["alpha"] = [float((r["train"]["selection"] or {}).get("alpha", 0.0)) for r in runs]
         out[name] = row
     planet = f"planet-l{results['selection']['lambda']}"
