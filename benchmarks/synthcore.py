@@ -222,19 +222,22 @@ def _interval(point: float, draws: np.ndarray, scale: float = 100.0) -> dict[str
     return {"mean": scale * point, "low": scale * float(lo), "high": scale * float(hi)}
 
 
+def _two_level(arrays: list[np.ndarray], draws: int, seed: int) -> tuple[float, np.ndarray]:
+    """Mean over seeds of each seed's mean, and that mean for every bootstrap draw."""
+    means = np.array(
+        [
+            np.mean([arrays[i][q].mean() for i, q in sample])
+            for sample in _resamples([len(a) for a in arrays], draws, seed)
+        ]
+    )
+    return float(np.mean([a.mean() for a in arrays])), means
+
+
 def bootstrap(
     ranks: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
 ) -> dict[str, float]:
     """Mean R@k over seeds and its 95% interval: resample seeds, then queries within each."""
-    hits = _hits(ranks, k)
-    means = np.array(
-        [
-            np.mean([hits[i][q].mean() for i, q in sample])
-            for sample in _resamples([len(h) for h in hits], draws, seed)
-        ]
-    )
-    point = float(np.mean([h.mean() for h in hits]))
-    return {**_interval(point, means), "seeds": len(hits)}
+    return {**_interval(*_two_level(_hits(ranks, k), draws, seed)), "seeds": len(ranks)}
 
 
 def paired(
@@ -242,13 +245,7 @@ def paired(
 ) -> dict[str, float]:
     """R@k of ``a`` minus ``b`` (same queries, same seeds) with a paired 95% interval."""
     diff = [x - y for x, y in zip(_hits(a, k), _hits(b, k), strict=True)]
-    means = np.array(
-        [
-            np.mean([diff[i][q].mean() for i, q in sample])
-            for sample in _resamples([len(d) for d in diff], draws, seed)
-        ]
-    )
-    return _interval(float(np.mean([d.mean() for d in diff])), means)
+    return _interval(*_two_level(diff, draws, seed))
 
 
 def kept(
