@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,33 @@ def encode_gallery(loaded: Any, world: Path, index_dir: Path) -> float:
         options=BuildOptions(require_tile_size=False),
     )
     return seconds
+
+
+def earlier_generation_runs(out: Path, world: str, overrides: dict[str, Any]) -> list[dict]:
+    """The generation runs an earlier run of this benchmark recorded for the same world (a
+    killed generation resumes, so its time is the sum over runs)."""
+    try:
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    same = earlier.get("config", {}).get("world") == world
+    same = same and earlier.get("world", {}).get("overrides") == overrides
+    return list(earlier["world"].get("generation_runs", [])) if same else []
+
+
+def generation_summary(runs: list[dict], samples: int) -> dict[str, Any] | None:
+    """Wall time and samples/s per core of generating the whole world, when the recorded
+    runs cover it from its first shard to its last; None when they do not."""
+    if not runs or runs[0]["shards_before"] != 0 or runs[-1]["shards_after"] != runs[-1]["shards"]:
+        return None
+    seconds = sum(r["seconds"] for r in runs)
+    core_seconds = sum(r["seconds"] * r["workers"] for r in runs)
+    return {
+        "seconds": round(seconds, 1),
+        "runs": len(runs),
+        "samples_per_s": round(samples / seconds, 1),
+        "samples_per_s_per_core": round(samples / core_seconds, 1),
+    }
 
 
 def main() -> int:
@@ -129,21 +158,44 @@ def main() -> int:
     world = Path(args.world)
     check_world(cfg, world)  # a folder holding another world is refused before any work
     payload["world"]["free_disk_gb_before"] = round(free_disk_gb(world), 1)
+    runs = earlier_generation_runs(Path(args.out), args.world, overrides)
     start = time.perf_counter()
     if not (world / "world.json").is_file():
-        generate_world(
-            cfg,
-            world,
-            workers=args.workers,
-            progress=lambda d, t: print(f"\rgenerating: {d}/{t} shards", end="", flush=True),
-        )
+        units: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            units[:] = [units[0] if units else done, done, total]  # first count: earlier runs'
+            print(f"\rgenerating: {done}/{total} shards", end="", flush=True)
+
+        # A killed generation records what it did before it stops, so that the run which
+        # finishes the world can report the time of the whole.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            generate_world(cfg, world, workers=args.workers, progress=progress)
+        finally:
+            if units:
+                runs.append(
+                    {
+                        "date": machine()["date"],
+                        "seconds": round(time.perf_counter() - start, 1),
+                        "workers": args.workers,
+                        "shards_before": units[0],
+                        "shards_after": units[1],
+                        "shards": units[2],
+                    }
+                )
+                payload["world"]["generation_runs"] = runs
+                save()
         print()
     summary = json.loads((world / "world.json").read_text(encoding="utf-8"))
     payload["world"].update(
         samples=summary["samples"],
         splits=summary["splits"],
         disk_gb=round(folder_gb(world), 2),
+        bytes_per_sample=round(folder_gb(world) * GB / summary["samples"]),
         seconds_this_run=round(time.perf_counter() - start, 1),
+        generation_runs=runs,
+        generation=generation_summary(runs, summary["samples"]),
     )
     save()
 

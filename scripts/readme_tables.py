@@ -439,11 +439,21 @@ def eval_scale() -> str:
     w = d["world"]
     changed = ", ".join(f"{k} {v}" for k, v in w["overrides"].items())
     splits = ", ".join(f"{num(n)} {k}" for k, n in w["splits"].items())
+    gen = w.get("generation")
+    if gen:  # the whole world's generation, summed over the runs that resumed it
+        made = (
+            f"generated in {num(gen['seconds'])} s"
+            + (f" over {gen['runs']} resumed runs" if gen["runs"] > 1 else "")
+            + f" ({num(gen['samples_per_s_per_core'])} samples/s per core), "
+            f"{num(w['bytes_per_sample'])} bytes per sample"
+        )
+    else:
+        made = f"{num(w['seconds_this_run'])} s of generation in this run"
     head = (
         f"World: the `{w['preset']}` preset"
         + (f" with {changed} (`per_region` and `distractors` count per region)" if changed else "")
         + f", {num(w['samples'])} samples ({splits}), {num(w['disk_gb'], 2)} GB on disk, "
-        f"generated in {num(w['seconds_this_run'])} s by this run.\n\n"
+        f"{made}.\n\n"
     )
     rows = [
         [
