@@ -30,11 +30,14 @@ Prints a table and writes benchmarks/results/eval_scale.json (after every phase)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ from memwatch import GB, PeakMemory, folder_gb, free_disk_gb, machine
 from planetloc.atomic import write_text
 from planetloc.data.synth.config import preset_config
 from planetloc.data.synth.generate import check_world, generate_world
+from planetloc.data.synth.world_shards import SHARD_DIR
 from planetloc.eval.evaluate import default_index_dir
 from planetloc.eval.metrics import nearest_candidates
 from planetloc.eval.protocols import evaluation_sets, evaluation_table
@@ -94,10 +98,20 @@ def earlier_generation_runs(out: Path, world: str, overrides: dict[str, Any]) ->
     return list(earlier["world"].get("generation_runs", [])) if same else []
 
 
+def shards_on_disk(world: Path) -> int:
+    """Finished shards of a world being generated (a shard is renamed into place whole)."""
+    return len(list((world / SHARD_DIR).glob("*.tar")))
+
+
 def generation_summary(runs: list[dict], samples: int) -> dict[str, Any] | None:
-    """Wall time and samples/s per core of generating the whole world, when the recorded
-    runs cover it from its first shard to its last; None when they do not."""
+    """Wall time and samples/s per core of generating the whole world, summed over the
+    recorded runs (work a killed run had not finished as a shard counts too: the time was
+    spent); None unless they start from no shard, each starts where the last one left off,
+    and the last one finished. (A run killed by SIGKILL records nothing: the next one then
+    starts past where the last record ends, and no summary is given.)"""
     if not runs or runs[0]["shards_before"] != 0 or runs[-1]["shards_after"] != runs[-1]["shards"]:
+        return None
+    if any(b["shards_before"] != a["shards_after"] for a, b in itertools.pairwise(runs)):
         return None
     seconds = sum(r["seconds"] for r in runs)
     core_seconds = sum(r["seconds"] * r["workers"] for r in runs)
@@ -107,6 +121,19 @@ def generation_summary(runs: list[dict], samples: int) -> dict[str, Any] | None:
         "samples_per_s": round(samples / seconds, 1),
         "samples_per_s_per_core": round(samples / core_seconds, 1),
     }
+
+
+def _exit_on_sigterm() -> Callable[[int, Any], None]:
+    """A SIGTERM handler that unwinds the parent (so that it records what it did) and ends
+    a forked pool worker at once, as the default handler would."""
+    parent = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != parent:
+            os._exit(128 + signum)
+        sys.exit(128 + signum)
+
+    return handler
 
 
 def main() -> int:
@@ -161,27 +188,31 @@ def main() -> int:
     runs = earlier_generation_runs(Path(args.out), args.world, overrides)
     start = time.perf_counter()
     if not (world / "world.json").is_file():
-        units: list[int] = []
+        before = shards_on_disk(world)
+        if not (world / "config.json").is_file():
+            runs = []  # a world started afresh: earlier records are of another generation
+        total: list[int] = []
 
-        def progress(done: int, total: int) -> None:
-            units[:] = [units[0] if units else done, done, total]  # first count: earlier runs'
-            print(f"\rgenerating: {done}/{total} shards", end="", flush=True)
+        def progress(done: int, total_shards: int) -> None:
+            total[:] = [total_shards]
+            print(f"\rgenerating: {done}/{total_shards} shards", end="", flush=True)
 
         # A killed generation records what it did before it stops, so that the run which
         # finishes the world can report the time of the whole.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        default = signal.signal(signal.SIGTERM, _exit_on_sigterm())
         try:
             generate_world(cfg, world, workers=args.workers, progress=progress)
         finally:
-            if units:
+            signal.signal(signal.SIGTERM, default)
+            if total:
                 runs.append(
                     {
                         "date": machine()["date"],
                         "seconds": round(time.perf_counter() - start, 1),
                         "workers": args.workers,
-                        "shards_before": units[0],
-                        "shards_after": units[1],
-                        "shards": units[2],
+                        "shards_before": before,
+                        "shards_after": shards_on_disk(world),
+                        "shards": total[0],
                     }
                 )
                 payload["world"]["generation_runs"] = runs

@@ -248,12 +248,12 @@ def paired(
     return _interval(*_two_level(diff, draws, seed))
 
 
-def kept(
-    unseen: list[list[int]], seen: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
+def kept_hits(
+    u: list[np.ndarray], v: list[np.ndarray], *, draws: int = 2000, seed: int = 0
 ) -> dict[str, float]:
-    """The share of the seen style's R@k that the held-out style keeps (the same queries in
-    both styles), with a paired 95% interval; a draw with no seen-style hit is left out."""
-    u, v = _hits(unseen, k), _hits(seen, k)
+    """The share of the seen style's hit rate ``v`` that the held-out style's ``u`` keeps
+    (per seed, the same queries in both), with a paired 95% interval; a draw with no
+    seen-style hit is left out."""
     ratios = []
     for sample in _resamples([len(h) for h in v], draws, seed):
         den = np.mean([v[i][q].mean() for i, q in sample])
@@ -450,8 +450,9 @@ def summarise(results: dict[str, Any], reported: list[str], seeds: list[int]) ->
                 "m100 R@10": bootstrap(ranks_m, 10),
             }
         row["kept"] = {
-            label: kept(
-                [r[f"style-{label}"]["ranks"] for r in runs], [r[label]["ranks"] for r in runs], 10
+            label: kept_hits(
+                _hits([r[f"style-{label}"]["ranks"] for r in runs], 10),
+                _hits([r[label]["ranks"] for r in runs], 10),
             )
             for label in ("global", "reranked")
         }

@@ -715,6 +715,46 @@ def train_throughput() -> str:
     return out + source("train_throughput")
 
 
+def style_ceiling() -> str:
+    d = load("style_ceiling")
+    if "summary" not in d:
+        raise Missing("style_ceiling", "holds no summary yet (the run did not finish)")
+    summary = d["summary"]
+    styles = list(summary["held-out"]["global"]["R@10"])
+    held = d["held_out_style"]
+    setting_names = {"held-out": f"`{held}` held out", "all-styles": f"`{held}` trained too"}
+    rows = [
+        [f"{text}, {SYNTH_LABELS[scoring]}"]
+        + [interval(summary[setting][scoring]["R@10"][style]) for style in styles]
+        + [interval(summary[setting][scoring]["kept"], 2)]
+        for setting, text in setting_names.items()
+        for scoring in ("global", "reranked")
+    ]
+    header = (
+        [f"`{d['recipe']}` ({d['backbone']}), R@10"]
+        + [f"`{style}`" for style in styles]
+        + [f"`{held}` keeps"]
+    )
+    diffs = summary["trained - held out"]
+    what = list(diffs["global"])
+    out = table(header, rows)
+    out += (
+        f"\n{len(d['seeds'])} seeds x {d['steps']} steps; every test query read in each style. "
+        f"`{held}` keeps: its R@10 over the mean R@10 of the other styles on the same queries, "
+        "paired 95% interval (`synthcore`'s share divides by each query's own text instead).\n"
+        f"\nWhat training on `{held}` changes, in points (same seeds and queries, paired 95% "
+        "interval):\n\n"
+    )
+    out += table(
+        ["trained too - held out"] + [f"{w}" for w in what],
+        [
+            [SYNTH_LABELS[scoring]] + [interval(diffs[scoring][w]) for w in what]
+            for scoring in ("global", "reranked")
+        ],
+    )
+    return out + source("style_ceiling")
+
+
 # Results files that a benchmark writes under another name than its own (``--out``).
 RERUN = {
     "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 3 --variants text image "
@@ -738,6 +778,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "build": build,
     "serve": serve,
     "train_throughput": train_throughput,
+    "style_ceiling": style_ceiling,
 }
 
 

@@ -300,6 +300,24 @@ def test_selection_never_reads_test_data(
         split_set(small_world.path, "test")
 
 
+def test_a_style_query_reads_the_description_itself_where_it_is_in_that_style(
+    small_world: Manifest,
+) -> None:
+    from planetloc.data.synth.describe import TRAIN_STYLES
+    from planetloc.eval.evaluate import query_texts
+    from planetloc.eval.protocols import evaluation_table
+
+    table = evaluation_table(small_world.path)
+    rows = table.rows("test")
+    for style in TRAIN_STYLES:
+        texts = query_texts(table, rows, style)
+        own = [i for i, r in enumerate(rows) if table.meta[r]["style"] == style]
+        others = [i for i in range(len(rows)) if i not in own]
+        assert own and others
+        assert all(texts[i] == table.text[rows[i]] for i in own)
+        assert all(texts[i] == table.meta[rows[i]]["alt_texts"][style] for i in others)
+
+
 def test_examples_quote_the_query_in_the_phrasing_it_was_asked(
     small_world: Manifest, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -59,3 +59,42 @@ def test_a_results_file_written_under_another_name_says_how_to_remake_it(
         "crossview.py --steps 500" in missing
         and "--out benchmarks/results/crossview_long.json" in missing
     )
+
+
+def test_the_style_ceiling_table_reads_every_style_and_the_paired_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = _tables()
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    styles = ["caption", "texting"]
+
+    def iv(mean: float) -> dict[str, float]:
+        return {"mean": mean, "low": mean - 1, "high": mean + 1}
+
+    summary = {
+        setting: {
+            scoring: {
+                "R@10": {s: iv(10 * (i + 1) + j) for j, s in enumerate(styles)},
+                "kept": iv(0.5 + i / 10),
+            }
+            for scoring in ("global", "reranked")
+        }
+        for i, setting in enumerate(("held-out", "all-styles"))
+    }
+    summary["trained - held out"] = {
+        scoring: {"texting R@10": iv(4.5), "other styles R@10": iv(-0.5)}
+        for scoring in ("global", "reranked")
+    }
+    data = {"recipe": "planet-l0.25", "backbone": "minilm-cnn", "steps": 500, "seeds": [0, 1]}
+    data |= {"held_out_style": "texting", "summary": summary}
+    (tmp_path / "style_ceiling.json").write_text(json.dumps(data))
+    text = tables.render("style_ceiling")
+    assert (
+        "| `texting` trained too, global embedding | 20.0 [19.0, 21.0] | 21.0 [20.0, 22.0] |"
+        in (text)
+    )
+    assert "| 0.60 [-0.40, 1.60] |" in text  # the share kept, with its interval
+    assert "| global embedding | 4.5 [3.5, 5.5] | -0.5 [-1.5, 0.5] |" in text
+    del data["summary"]
+    (tmp_path / "style_ceiling.json").write_text(json.dumps(data))
+    assert "holds no summary yet" in tables.render("style_ceiling")

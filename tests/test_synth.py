@@ -88,6 +88,35 @@ def test_resuming_with_other_settings_is_refused(tmp_path: Path) -> None:
         generate_world(SynthConfig(**{**TINY.__dict__, "per_region": 13}), tmp_path)
 
 
+def test_a_world_can_train_the_held_out_style_too(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    plain = read_manifest(generate_world(TINY, tmp_path / "a"))
+    every = read_manifest(generate_world(replace(TINY, train_all_styles=True), tmp_path / "b"))
+    # The same scenes and splits; only the phrasings the training texts are drawn from change.
+    assert [(s.id, s.split) for s in every.samples] == [(s.id, s.split) for s in plain.samples]
+
+    # Test queries read the same in every style in both worlds, so they can be compared.
+    def phrasings(manifest: Manifest) -> dict[str, dict[str, str]]:
+        return {
+            s.id: {s.meta["style"]: s.text, **s.meta["alt_texts"]}
+            for s in manifest.samples
+            if s.split in ("test", "test_unseen")
+        }
+
+    assert phrasings(every) == phrasings(plain)
+    trained = [s for s in every.samples if s.split in ("train", "val")]
+    assert {s.meta["style"] for s in trained} == set(STYLES)
+    for s in trained:
+        assert set(s.meta["alt_texts"]) == set(STYLES) - {s.meta["style"]}
+    # Worlds made before the setting existed keep their stamp: it is recorded only when set.
+    stamp = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert "train_all_styles" not in stamp
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train_all_styles"] is True
+    with pytest.raises(PlanetlocError, match=r"other settings \(train_all_styles\)"):
+        generate_world(TINY, tmp_path / "b")
+
+
 def test_world_has_all_splits_and_valid_samples(small_world: Manifest) -> None:
     splits = {s.split for s in small_world.samples}
     assert splits == {"train", "val", "test", "test_unseen", "gallery"}
@@ -240,3 +269,18 @@ def test_summary_and_manifest_agree_with_the_per_region_parts(small_world: Manif
     assert [s.to_dict() for s in small_world.samples] == parts
     assert summary["splits"] == dict(Counter(p["split"] for p in parts))
     assert summary["samples"] == len(parts) == 8 * (50 + 10)
+
+
+def test_synth_cli_trains_all_styles_on_request_and_refuses_to_mix_worlds(
+    tmp_path: Path, capsys
+) -> None:
+    from planetloc.cli import main
+
+    small = ["--regions", "2", "--per-region", "6", "--distractors", "1", "--no-street-views"]
+    out = str(tmp_path / "w")
+    assert main(["synth", "--out", out, *small, "--train-all-styles"]) == 0
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["train_all_styles"] is True
+    capsys.readouterr()
+    assert main(["synth", "--out", out, *small]) == 2  # the held-out world is another world
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other settings (train_all_styles)" in err

@@ -119,6 +119,7 @@ SYNTH_OPTIONS = {
     "extent_max": "extent_max_m",
     "chunk_px": "chunk_px",
     "street_views": "street_views",
+    "train_all_styles": "train_all_styles",
 }
 
 
@@ -468,6 +469,12 @@ def _add_synth(sub) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="render a street-level panorama per described sample (default: on)",
+    )
+    p.add_argument(
+        "--train-all-styles",
+        action="store_true",
+        default=None,
+        help="train on the held-out description style too (default: it is held out)",
     )
     p.add_argument("--workers", type=positive_int, default=1, help="parallel processes")
     p.set_defaults(func=_cmd_synth)

@@ -82,14 +82,19 @@ def _views(table: SampleTable, rows: np.ndarray, model: Any):
 
 
 def query_texts(table: SampleTable, rows: np.ndarray, style: str | None) -> list[str]:
-    """The queries' descriptions, or their alternative phrasings in ``style``."""
+    """The queries' descriptions, or their phrasings in ``style``: the description itself
+    where it is written in that style (``meta.style``), else ``meta.alt_texts[style]``."""
     if style is None:
         return [str(t) for t in table.text[rows]]
     if table.meta is None:
         raise PlanetlocError("a text style needs the samples' meta (alt_texts)")
     out = []
     for r in rows.tolist():
-        alt = (table.meta[r].get("alt_texts") or {}).get(style)
+        meta = table.meta[r]
+        if meta.get("style") == style:
+            out.append(str(table.text[r]))
+            continue
+        alt = (meta.get("alt_texts") or {}).get(style)
         if not alt:
             raise PlanetlocError(
                 f"{table.path}: sample {table.id[r]!r} has no {style!r} phrasing in meta.alt_texts"

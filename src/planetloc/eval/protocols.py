@@ -76,8 +76,10 @@ def split_set(data: str | os.PathLike[str], split: str = "val") -> EvalSet | Non
 
 def evaluation_table(data: str | os.PathLike[str]) -> SampleTable:
     """The rows evaluation reads: test queries, unseen-region queries and distractors, with
-    the meta keys evaluation uses (other phrasings, tile size)."""
-    table = read_table(data, splits=TEST_SPLITS, with_meta=True, meta_keys=("alt_texts", "tile_m"))
+    the meta keys evaluation uses (the text's style, other phrasings, tile size)."""
+    table = read_table(
+        data, splits=TEST_SPLITS, with_meta=True, meta_keys=("alt_texts", "style", "tile_m")
+    )
     if not len(table.rows("test", "test_unseen")):
         raise PlanetlocError(f"{table.path}: no test or test_unseen samples to evaluate")
     return table

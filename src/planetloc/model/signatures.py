@@ -52,7 +52,7 @@ def color_histogram(images: torch.Tensor, bins: int = 16) -> torch.Tensor:
     _check_shape(images)
     if images.dtype == torch.uint8:
         # The bin of every byte value once, then a lookup: the same bins as the float path
-        # without a float copy of the batch.
+        # without the float arithmetic on every pixel.
         lut = _color_bins(torch.arange(256, device=images.device).float() / 255.0, bins)
         idx = lut[images.long()]
     else:

@@ -18,6 +18,8 @@ from planetloc.errors import PlanetlocError
 from planetloc.geo.regions import Region
 
 IMAGE_FORMATS = ("png", "jpg")
+# Settings added to SynthConfig after its first worlds, with the values those worlds had.
+LATER_SETTINGS: dict[str, Any] = {"train_all_styles": False}
 # Populations at which a region gets the smallest and the largest extent (log-linear between).
 SMALL_CITY, LARGE_CITY = 1.0e5, 2.0e7
 
@@ -37,7 +39,9 @@ class SynthConfig:
     computed in. Described samples get a street-level panorama (``street_views``) and their
     scene told in every description style (``alt_texts``: the sample's own text is in one of
     the training styles, the others go to ``meta.alt_texts``; training samples never carry
-    the held-out style).
+    the held-out style). ``train_all_styles`` trains the held-out style too (its texts become
+    training texts like the others'): a world for measuring how far that style's texts can go
+    when a model has seen them.
     """
 
     regions: int = 24
@@ -67,6 +71,7 @@ class SynthConfig:
     street_views: bool = True  # a 360-degree panorama per described sample
     street_width: int = 512  # panorama width in pixels (height: a quarter of it)
     alt_texts: bool = True  # every other style's phrasing of a scene, in meta.alt_texts
+    train_all_styles: bool = False  # the held-out style is trained on too
     preset: str = "default"
     region_slugs: tuple[str, ...] = field(default=())
 
@@ -136,6 +141,11 @@ class SynthConfig:
         """The settings as plain JSON values (what a world's ``config.json`` records)."""
         out = asdict(self)
         out["region_slugs"] = list(self.region_slugs)
+        # Settings added after worlds were made are recorded only when set, so that those
+        # worlds (which hold exactly what the default gives) keep their stamp.
+        for name, default in LATER_SETTINGS.items():
+            if out[name] == default:
+                del out[name]
         return out
 
 

@@ -146,7 +146,8 @@ def _texts(
     record = observe(
         local, scene, observer, intersection=intersection, difficulty=cfg.difficulty, rng=rng
     )
-    style = TRAIN_STYLES[int(rng.integers(0, len(TRAIN_STYLES)))]
+    trained = STYLES if cfg.train_all_styles else TRAIN_STYLES
+    style = trained[int(rng.integers(0, len(trained)))]
     texts = describe_all(record, STYLES, rng)
     alternatives = {k: v for k, v in texts.items() if k != style} if cfg.alt_texts else {}
     return texts[style], alternatives, record.measured, style
@@ -190,7 +191,7 @@ def make_sample(
                 cfg,
                 [plan.seed, planned.index],
             )
-            if planned.split == "train" or planned.split == "val":
+            if planned.split in ("train", "val") and not cfg.train_all_styles:
                 alternatives.pop(HELD_OUT_STYLE, None)  # the held-out style is never trained on
     if described and cfg.street_views:
         panorama = _panorama(world, scene, planned, heading, cfg, [plan.seed, planned.index])
@@ -360,7 +361,7 @@ def _check_stamp(root: Path, payload: dict[str, Any], *, write: bool = True) -> 
                 "use a new --out folder"
             )
         if previous != payload:
-            changed = sorted(k for k in payload if previous.get(k) != payload[k])
+            changed = sorted(k for k in payload | previous if previous.get(k) != payload.get(k))
             raise PlanetlocError(
                 f"{root} holds a world made with other settings ({', '.join(changed)}); "
                 "use a new --out folder"
