@@ -4,7 +4,8 @@ Phases, each timed and its peak memory sampled every 0.2 s:
 
 0. the world: ``preset_config("xl")`` (225 regions, ~100k described samples, ~1M gallery
    tiles in JPEG shards) generated or finished (a killed generation resumes per shard;
-   about 1.5 h on 2 cores), or a smaller variant (``--regions``, ``--gallery``);
+   about 2.9 core-hours by ``synth.py``'s estimate, and two workers are not twice as fast
+   as one on every machine), or a smaller variant (``--regions``, ``--gallery``);
 1. ``index``: reading the evaluation table and encoding every gallery tile into the index
    store that ``evaluate`` keeps (the same call evaluation makes, so it reuses it);
 2. ``evaluate``: ``run_evaluation`` as ``planetloc evaluate`` runs it: every evaluation set,
