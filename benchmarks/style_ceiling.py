@@ -53,6 +53,7 @@ from synthcore import (
     _two_level,
     bootstrap,
     kept_hits,
+    paired_hits,
 )
 
 ALL_STYLES = replace(WORLD, train_all_styles=True)
@@ -113,20 +114,7 @@ def summarise(runs: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, An
         row["alpha"] = [runs[setting][str(s)]["alpha"] for s in seeds]
     out["trained - held out"] = {
         scoring: {
-            what: _interval(
-                *_two_level(
-                    [
-                        a - b
-                        for a, b in zip(
-                            hits["all-styles", scoring][i],
-                            hits["held-out", scoring][i],
-                            strict=True,
-                        )
-                    ],
-                    2000,
-                    0,
-                )
-            )
+            what: paired_hits(hits["all-styles", scoring][i], hits["held-out", scoring][i])
             for i, what in enumerate((f"{HELD_OUT_STYLE} R@10", "other styles R@10"))
         }
         for scoring in ("global", "reranked")

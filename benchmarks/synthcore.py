@@ -244,7 +244,14 @@ def paired(
     a: list[list[int]], b: list[list[int]], k: int, *, draws: int = 2000, seed: int = 0
 ) -> dict[str, float]:
     """R@k of ``a`` minus ``b`` (same queries, same seeds) with a paired 95% interval."""
-    diff = [x - y for x, y in zip(_hits(a, k), _hits(b, k), strict=True)]
+    return paired_hits(_hits(a, k), _hits(b, k), draws=draws, seed=seed)
+
+
+def paired_hits(
+    a: list[np.ndarray], b: list[np.ndarray], *, draws: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Hit rate ``a`` minus ``b`` per seed (same queries), with a paired 95% interval."""
+    diff = [x - y for x, y in zip(a, b, strict=True)]
     return _interval(*_two_level(diff, draws, seed))
 
 
