@@ -755,6 +755,52 @@ def style_ceiling() -> str:
     return out + source("style_ceiling")
 
 
+def style_robustness() -> str:
+    d = load("style_robustness")
+    if "summary" not in d:
+        raise Missing("style_robustness", "holds no summary yet (the run did not finish)")
+    summary = d["summary"]
+    held, val_style = d["held_out_style"], d["val_style"]
+    unseen = [val_style, held]
+    chosen = summary["selection"]["arm"]
+    rows = [
+        [f"{arm}{' (arm chosen on val)' if arm == chosen else ''}, {SYNTH_LABELS[scoring]}"]
+        + [interval(summary["test"][arm][scoring]["trained styles R@10"])]
+        + [interval(summary["test"][arm][scoring]["R@10"][u]) for u in unseen]
+        + [interval(summary["test"][arm][scoring]["kept"][u], 2) for u in unseen]
+        for arm in d["arms"]
+        for scoring in ("global", "reranked")
+    ]
+    header = (
+        [f"`{d['recipe']}` ({d['backbone']}), test R@10", "trained styles (mean)"]
+        + [f"`{u}`" for u in unseen]
+        + [f"`{u}` keeps" for u in unseen]
+    )
+    sweep = summary["selection"]["sweep"]
+    out = table(header, rows)
+    out += (
+        f"\n{len(d['seeds'])} seeds x {d['steps']} steps; trained styles: "
+        + ", ".join(f"`{t}`" for t in d["trained_styles"])
+        + f". Arm chosen on val ({summary['selection']['criterion']}; val queries against "
+        f"the val tiles only): **{chosen}** ("
+        + ", ".join(f"{arm} {num(v, 1)}" for arm, v in sweep.items())
+        + "). Keeps: R@10 over the trained styles' mean R@10 on the same queries, paired "
+        f"95% interval. The informal rewrite's operations were chosen knowing how `{held}` "
+        "writes.\n\ninformal - base on test, in points (same seeds and queries, paired "
+        "95% interval):\n\n"
+    )
+    diffs = summary["informal - base (test)"]
+    what = list(diffs["global"])
+    out += table(
+        ["informal - base"] + [f"`{w}`" if w in unseen else w for w in what],
+        [
+            [SYNTH_LABELS[scoring]] + [interval(diffs[scoring][w]) for w in what]
+            for scoring in ("global", "reranked")
+        ],
+    )
+    return out + source("style_robustness")
+
+
 # Results files that a benchmark writes under another name than its own (``--out``).
 RERUN = {
     "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 3 --variants text image "
@@ -779,6 +825,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "serve": serve,
     "train_throughput": train_throughput,
     "style_ceiling": style_ceiling,
+    "style_robustness": style_robustness,
 }
 
 

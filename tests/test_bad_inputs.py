@@ -936,6 +936,11 @@ MODEL: list[Case] = [
     ("train-set-amp", lambda e: tiny_train(e, "--set", "amp=fast"), "amp"),
     ("train-set-alt-prob", lambda e: tiny_train(e, "--set", "alt_text_prob=2"), "alt_text_prob"),
     (
+        "train-set-informal-prob",
+        lambda e: tiny_train(e, "--set", "informal_prob=-1"),
+        "informal_prob",
+    ),
+    (
         "train-set-backbone",
         lambda e: small_train(e, "--set", "model.backbone=no-such-net"),
         "no-such-net",

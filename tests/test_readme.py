@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +99,57 @@ def test_the_style_ceiling_table_reads_every_style_and_the_paired_changes(
     del data["summary"]
     (tmp_path / "style_ceiling.json").write_text(json.dumps(data))
     assert "holds no summary yet" in tables.render("style_ceiling")
+
+
+def test_style_robustness_chooses_on_val_and_renders_every_arm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import style_robustness as bench
+
+    tables = _tables()
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    rng = np.random.default_rng(0)
+
+    def ranks(hit_rate: float) -> dict[str, list[int]]:
+        hits = rng.random(200) < hit_rate
+        return {"ranks": np.where(hits, 3, 50).tolist()}
+
+    def run(val_chatty: float, test_texting: float) -> dict:
+        scorings = ("global", "reranked")
+        val = {f"{s}-{sc}": ranks(0.4) for s in bench.TRAINED for sc in scorings}
+        val |= {f"chatty-{sc}": ranks(val_chatty) for sc in scorings}
+        test = {f"{s}-{sc}": ranks(0.4) for s in bench.STYLES for sc in scorings}
+        test |= {f"texting-{sc}": ranks(test_texting) for sc in scorings}
+        return {"val": val, "test": test}
+
+    # The informal arm wins on val and loses on test: val alone decides.
+    runs = {
+        "base": {str(s): run(0.1, 0.35) for s in (0, 1)},
+        "informal": {str(s): run(0.3, 0.1) for s in (0, 1)},
+    }
+    summary = bench.summarise(runs, [0, 1])
+    assert summary["selection"]["arm"] == "informal"
+    test = summary["test"]
+    assert test["base"]["global"]["kept"]["texting"]["mean"] > 0.7
+    assert test["informal"]["global"]["kept"]["texting"]["mean"] < 0.4
+    assert summary["informal - base (test)"]["global"]["texting"]["mean"] < -15
+    data = {
+        "recipe": "planet-l0.25+paraphrase",
+        "backbone": "minilm-cnn",
+        "steps": 500,
+        "seeds": [0, 1],
+        "held_out_style": "texting",
+        "val_style": "chatty",
+        "trained_styles": bench.TRAINED,
+        "arms": bench.ARMS,
+        "summary": summary,
+    }
+    (tmp_path / "style_robustness.json").write_text(json.dumps(data))
+    text = tables.render("style_robustness")
+    assert "| informal (arm chosen on val), global embedding |" in text
+    assert "Arm chosen on val (" in text and "**informal**" in text
+    assert "| base, re-ranked (alpha from val) |" in text
+    del data["summary"]
+    (tmp_path / "style_robustness.json").write_text(json.dumps(data))
+    assert "holds no summary yet" in tables.render("style_robustness")

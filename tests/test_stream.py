@@ -4,8 +4,13 @@ started either way give the same batches."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from planetloc.data.informal import informal
 from planetloc.data.manifest import Manifest
 from planetloc.data.shards import sample_key, write_tar
 from planetloc.data.stream import (
@@ -15,6 +20,7 @@ from planetloc.data.stream import (
     open_source,
     train_loader,
 )
+from planetloc.errors import PlanetlocError
 from planetloc.model.signature_cache import Signatures
 from planetloc.model.signatures import SignatureConfig
 
@@ -77,7 +83,6 @@ def test_spawned_and_forked_workers_give_the_same_batches(small_world: Manifest)
 
 def test_a_tar_cut_at_a_block_boundary_is_not_taken_for_a_shorter_one(tmp_path: Path) -> None:
     from planetloc.data.shards import iter_shard, tar_is_complete
-    from planetloc.errors import PlanetlocError
 
     path = tmp_path / "a.tar"
     write_tar(path, [(f"k{i}.json", b'{"split": "train"}') for i in range(8)])
@@ -122,3 +127,56 @@ def test_cached_signatures_equal_measured_ones_and_the_cache_is_reused(
     for name in measured:  # batches of another size: equal up to float rounding
         assert np.allclose(np.load(again / f"{name}.npy"), np.load(folder / f"{name}.npy"), 0, 1e-5)
     assert not list((tmp_path / "two").glob(".*tmp"))  # nothing left behind
+
+
+def _phrasing_sets(world: Manifest) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per training key: its own style and its text in every style it has."""
+    return {
+        sample_key(s.id): (s.meta["style"], {s.meta["style"]: s.text, **s.meta["alt_texts"]})
+        for s in world.by_split("train")
+    }
+
+
+def _texts(world: Manifest, **spec: object) -> list[tuple[str, str]]:
+    stream = iter(TrainStream(open_source(world.path), StreamSpec(seed=5, batch_size=1, **spec)))
+    return [(item["key"], item["text"]) for item in (next(stream) for _ in range(120))]
+
+
+def test_an_excluded_style_is_never_read_and_rewrites_are_read_as_asked(
+    small_world: Manifest,
+) -> None:
+    styles = _phrasing_sets(small_world)
+    read = _texts(small_world, shuffle_buffer=8, alt_text_prob=1.0, exclude_styles=("chatty",))
+    own_chatty = [key for key, _ in read if styles[key][0] == "chatty"]
+    assert own_chatty  # samples written in the excluded style were drawn, and read otherwise
+    for key, text in read:
+        allowed = {v for style, v in styles[key][1].items() if style != "chatty"}
+        assert text in allowed and text != styles[key][1]["chatty"]
+    # Other phrasings are read too, not only the own texts outside the excluded style.
+    own = {key: phrases[style] for key, (style, phrases) in styles.items()}
+    assert any(text != own[key] for key, text in read if styles[key][0] != "chatty")
+    # Rewriting half of them changes no phrasing a sample reads, only its register.
+    rewritten = _texts(
+        small_world,
+        shuffle_buffer=8,
+        alt_text_prob=1.0,
+        exclude_styles=("chatty",),
+        informal_prob=0.5,
+    )
+    assert [k for k, _ in rewritten] == [k for k, _ in read]  # the same samples, in order
+    changed = [new != old for (_, new), (_, old) in zip(rewritten, read, strict=True)]
+    assert 0 < sum(changed) < len(read)
+    for (_, new), (_, old) in zip(rewritten, read, strict=True):
+        assert new in (old, informal(old))
+    # Excluding a style no sample has reads what the plain stream reads.
+    plain = _texts(small_world, shuffle_buffer=8, alt_text_prob=0.5)
+    assert plain == _texts(small_world, shuffle_buffer=8, alt_text_prob=0.5, exclude_styles=("x",))
+
+
+def test_a_sample_with_nothing_left_to_read_is_named() -> None:
+    record = {"id": "s1", "text": "hi", "meta": {"style": "chatty"}}
+    sample = SimpleNamespace(record=record, source="part-00001.tar", key="s1")
+    stream = TrainStream.__new__(TrainStream)
+    stream.spec = StreamSpec(seed=0, batch_size=1, exclude_styles=("chatty",))
+    with pytest.raises(PlanetlocError, match=r"part-00001.tar \(key 's1'\).*excluded style"):
+        stream._text(sample, random.Random(0))

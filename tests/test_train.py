@@ -418,6 +418,54 @@ def test_bf16_autocast_on_cpu_when_asked(
     assert len(list(cache.glob("trunk-*"))) == 2
 
 
+def test_runs_saved_before_a_setting_existed_resume_with_its_old_value() -> None:
+    from planetloc.train.trainer import _config_differences
+
+    current = {"lr": 0.001, "exclude_styles": (), "informal_prob": 0.0, "steps": 9}
+    assert _config_differences({"lr": 0.001, "steps": 5}, current) == []
+    assert _config_differences({"lr": 0.001}, {**current, "informal_prob": 0.3}) == [
+        "informal_prob"
+    ]
+
+
+def test_a_style_held_out_of_training_and_informal_rewrites_train_from_the_cache(
+    small_world: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frozen trunk's cache holds every text such a run reads (a missing one would stop
+    the run), and the batches hold rewrites and never the excluded style's phrasings."""
+    from planetloc.data.informal import informal
+    from planetloc.train import trainer
+
+    read: list[str] = []
+    real = trainer._text_batch
+
+    def spy(model, cache, texts, device):
+        assert cache is not None  # the frozen trunk is read from the cache
+        read.extend(texts)
+        return real(model, cache, texts, device)
+
+    monkeypatch.setattr(trainer, "_text_batch", spy)
+    cfg = _tiny_config(
+        small_world.path,
+        tmp_path / "run",
+        steps=3,
+        text_cache=str(tmp_path / "cache"),
+        alt_text_prob=1.0,
+        exclude_styles="chatty",
+        informal_prob=0.5,
+    )
+    train(cfg, progress=False)
+    assert read_checkpoint(tmp_path / "run").train_config["exclude_styles"] == ["chatty"]
+    phrasings = [
+        {s.meta["style"]: s.text, **s.meta["alt_texts"]} for s in small_world.by_split("train")
+    ]
+    readable = {t for p in phrasings for style, t in p.items() if style != "chatty"}
+    rewrites = {informal(t) for t in readable}
+    assert len(read) == 3 * 16 and set(read) <= readable | rewrites
+    assert not {p["chatty"] for p in phrasings} & set(read)
+    assert 0 < sum(t in rewrites for t in read) < len(read)  # about half are rewrites
+
+
 @pytest.mark.parametrize(
     "path",
     sorted(p.name for p in (TESTS.parent / "configs").glob("*.yaml") if "build" not in p.name),

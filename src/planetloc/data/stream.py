@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from planetloc.data.images import content_hash, decode_rgb, read_image_bytes
+from planetloc.data.informal import informal
 from planetloc.data.manifest import find_manifest, parquet_record
 from planetloc.data.schema import check_record
 from planetloc.data.shards import (
@@ -62,6 +63,8 @@ class StreamSpec:
     street_size: tuple[int, int] | None = None  # (H, W): decode street views at this size
     street_align: str = "heading"  # "heading": as taken; "north": rolled so north is centred
     alt_text_prob: float = 0.0  # chance of training on another phrasing of the same scene
+    exclude_styles: tuple[str, ...] = ()  # phrasings in these styles (meta) are never read
+    informal_prob: float = 0.0  # chance of reading a text's informal-register rewrite
     neighbours: int = 0  # >1: batches made of groups of this many geographic neighbours
     on_bad_sample: str = "fail"  # "fail" or "skip" (skipped samples are counted)
     # How DataLoader workers start: "fork" (fast), or "spawn" once this process has initialised
@@ -343,12 +346,20 @@ class TrainStream(IterableDataset):
             mixed = self._grouped(mixed, rng)
         skip = _batches_before(self.start_step, worker, workers) * spec.batch_size
         text_rng = random.Random(stable_int(spec.seed, "text", spec.rank, worker, readers))
+        # Its own generator, so that rewriting never changes which phrasing a sample reads.
+        informal_rng = random.Random(stable_int(spec.seed, "informal", spec.rank, worker, readers))
         for index, sample in enumerate(mixed):
             # The text draw happens for skipped samples too, so a resumed stream stays in step.
-            text = self._text(sample, text_rng)
+            text, text_error = "", None
+            try:
+                text = self._text(sample, text_rng, informal_rng)
+            except PlanetlocError as err:
+                text_error = err
             if index < skip:
                 continue
             try:
+                if text_error is not None:
+                    raise text_error
                 item = self._decode(sample, text)
             except PlanetlocError as err:
                 if spec.on_bad_sample == "fail":
@@ -358,13 +369,30 @@ class TrainStream(IterableDataset):
             item["bad"], counter.bad = counter.bad, []
             yield item
 
-    def _text(self, sample: RawSample, rng: random.Random) -> str:
-        text = sample.record.get("text", "")
+    def _text(
+        self, sample: RawSample, rng: random.Random, informal_rng: random.Random | None = None
+    ) -> str:
+        """The text a sample is read with: its own or (with ``alt_text_prob``) another of its
+        phrasings outside the excluded styles, rewritten informally with ``informal_prob``."""
+        spec = self.spec
+        own, others = phrasings(sample.record, spec.exclude_styles)
         draw = rng.random()
-        alternatives = (sample.record.get("meta") or {}).get("alt_texts") or {}
-        if alternatives and draw < self.spec.alt_text_prob:
-            options = [text, *(v for _, v in sorted(alternatives.items()))]
-            return options[int(draw / self.spec.alt_text_prob * len(options)) % len(options)]
+        if own is None:
+            if not others:
+                style = (sample.record.get("meta") or {}).get("style")
+                raise PlanetlocError(
+                    f"{sample.source} (key {sample.key!r}): its text is in an excluded style "
+                    f"({style!r}) and it has no other phrasing in meta.alt_texts"
+                )
+            text = others[int(draw * len(others)) % len(others)]
+        elif others and draw < spec.alt_text_prob:
+            options = [own, *others]
+            text = options[int(draw / spec.alt_text_prob * len(options)) % len(options)]
+        else:
+            text = own
+        chance = spec.informal_prob
+        if chance and informal_rng is not None and informal_rng.random() < chance:
+            text = informal(text)
         return text
 
     def _decode(self, sample: RawSample, text: str) -> dict[str, Any]:
@@ -453,3 +481,17 @@ def train_loader(source: Source, spec: StreamSpec, *, start_step: int = 0) -> Da
         # resumed run (which restores that generator) would drift from the original.
         generator=torch.Generator().manual_seed(spec.seed),
     )
+
+
+def phrasings(
+    record: dict[str, Any], exclude_styles: tuple[str, ...] = ()
+) -> tuple[str | None, list[str]]:
+    """A sample's own text (None when it is written in an excluded style, ``meta.style``)
+    and its other phrasings (``meta.alt_texts``, in style order) outside excluded styles."""
+    meta = record.get("meta") or {}
+    own = record.get("text", "")
+    if exclude_styles and meta.get("style") in exclude_styles:
+        own = None
+    alternatives = meta.get("alt_texts") or {}
+    others = [v for k, v in sorted(alternatives.items()) if k not in exclude_styles]
+    return own, others

@@ -59,6 +59,11 @@ class TrainConfig:
     text_cache: str = "auto"  # frozen trunk: "auto" (on disk beside the data), "off", or a folder
     signature_cache: str = "auto"  # tiles' signatures: "auto" (beside the data), "off", a folder
     alt_text_prob: float = 0.0  # chance of reading another phrasing of the same scene
+    # Description styles (meta.style, meta.alt_texts keys) never read in training, so that a
+    # style can be held out of a world's seen styles to measure, on val, how a method does on
+    # a style it never saw (a sample written in one reads another of its phrasings).
+    exclude_styles: tuple[str, ...] = ()
+    informal_prob: float = 0.0  # chance of reading a text's informal rewrite (data.informal)
     neighbours: int = 0  # >1: batches of groups of geographic neighbours (hard negatives)
     # Joint (text + street view) runs: weights of the view-satellite and joint-query losses
     # beside the text objective. Both at 1 let the street losses outweigh the text loss two to
@@ -103,8 +108,9 @@ class TrainConfig:
                 )
         if self.batch_size < 2:
             raise PlanetlocError("batch_size must be at least 2 for a contrastive loss")
-        if not 0.0 <= self.alt_text_prob <= 1.0:
-            raise PlanetlocError(f"alt_text_prob must be in [0, 1], got {self.alt_text_prob}")
+        for name in ("alt_text_prob", "informal_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise PlanetlocError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.amp not in ("auto", "bf16", "off"):
             raise PlanetlocError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.on_bad_sample not in ("fail", "skip"):
@@ -123,6 +129,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["branches"] = list(self.branches)
+        out["exclude_styles"] = list(self.exclude_styles)
         return out
 
 

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from planetloc.atomic import write_text
 from planetloc.data.caches import cache_root, dataset_manifest
-from planetloc.data.stream import Source, StreamSpec, open_source, train_loader
+from planetloc.data.informal import informal
+from planetloc.data.stream import Source, StreamSpec, open_source, phrasings, train_loader
 from planetloc.devices import pick_device
 from planetloc.errors import PlanetlocError
 from planetloc.eval.evaluate import evaluate_split
@@ -196,6 +197,8 @@ def param_groups(model: Planet, cfg: TrainConfig) -> list[dict[str, Any]]:
 
 # Settings that may change between a run and its resumption (they do not change the result).
 RESUMABLE = {"steps", "save_every", "eval_every", "log_every", "out", "data", "device"}
+# Settings added after runs were first saved, with the value those runs trained with.
+LATER_SETTINGS: dict[str, Any] = {"exclude_styles": [], "informal_prob": 0.0}
 
 
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -203,7 +206,7 @@ def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[
     return sorted(
         k
         for k in set(saved) | set(current)
-        if k not in RESUMABLE and saved.get(k) != current.get(k)
+        if k not in RESUMABLE and saved.get(k, LATER_SETTINGS.get(k)) != current.get(k)
     )
 
 
@@ -239,6 +242,8 @@ def _stream_spec(cfg: TrainConfig, info: DistInfo, signatures: Signatures | None
         street_size=tuple(model.street_size) if model.uses_street else None,
         street_align=model.street_align,
         alt_text_prob=cfg.alt_text_prob if model.uses_text else 0.0,
+        exclude_styles=tuple(cfg.exclude_styles) if model.uses_text else (),
+        informal_prob=cfg.informal_prob if model.uses_text else 0.0,
         neighbours=cfg.neighbours,
         on_bad_sample=cfg.on_bad_sample,
         signatures=signatures,
@@ -277,18 +282,25 @@ def fit_signature_statistics(model: Planet, source: Source, cfg: TrainConfig) ->
     return seen
 
 
-def _training_texts(data: Path, alternatives: bool) -> Iterator[str]:
-    """Every text the run can read: training texts (with their other phrasings when the run
-    reads them) and the validation texts."""
+def _training_texts(data: Path, cfg: TrainConfig) -> Iterator[str]:
+    """Every text the run can read: training texts (their other phrasings and informal
+    rewrites too when the run reads them) and the validation texts."""
     from planetloc.data.manifest import iter_rows
 
     for _, record, _ in iter_rows(data):
         if not record or record.get("split") not in ("train", "val"):
             continue
-        if record.get("text"):
-            yield record["text"]
-        if alternatives and record.get("split") == "train":
-            yield from ((record.get("meta") or {}).get("alt_texts") or {}).values()
+        if record.get("split") == "val":
+            if record.get("text"):
+                yield record["text"]
+            continue
+        own, others = phrasings(record, tuple(cfg.exclude_styles))
+        readable = [own] if own else []
+        if cfg.alt_text_prob > 0 or own is None:
+            readable += others
+        yield from readable
+        if cfg.informal_prob > 0:
+            yield from (informal(t) for t in readable)
 
 
 def _text_cache(
@@ -300,13 +312,12 @@ def _text_cache(
     root = cache_root(cfg.data, cfg.text_cache)
     if manifest is None or root is None:
         return None  # no cache, or shards without a manifest: the trunk runs per batch
-    alternatives = cfg.alt_text_prob > 0
     cache = None
     if info.is_main:
         cache = TrunkCache.build(
             root,
             model,
-            _training_texts(manifest, alternatives),
+            _training_texts(manifest, cfg),
             device=device,
             progress=progress,
             amp=amp,
@@ -314,7 +325,7 @@ def _text_cache(
     barrier(info)
     if cache is None:
         cache = TrunkCache.build(
-            root, model, _training_texts(manifest, alternatives), device=device, amp=amp
+            root, model, _training_texts(manifest, cfg), device=device, amp=amp
         )
     return cache
 
