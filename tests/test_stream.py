@@ -4,9 +4,7 @@ started either way give the same batches."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -173,10 +171,28 @@ def test_an_excluded_style_is_never_read_and_rewrites_are_read_as_asked(
     assert plain == _texts(small_world, shuffle_buffer=8, alt_text_prob=0.5, exclude_styles=("x",))
 
 
-def test_a_sample_with_nothing_left_to_read_is_named() -> None:
-    record = {"id": "s1", "text": "hi", "meta": {"style": "chatty"}}
-    sample = SimpleNamespace(record=record, source="part-00001.tar", key="s1")
-    stream = TrainStream.__new__(TrainStream)
-    stream.spec = StreamSpec(seed=0, batch_size=1, exclude_styles=("chatty",))
-    with pytest.raises(PlanetlocError, match=r"part-00001.tar \(key 's1'\).*excluded style"):
-        stream._text(sample, random.Random(0))
+def test_a_sample_left_without_a_readable_text_stops_or_is_skipped_and_counted(
+    small_world: Manifest, tmp_path: Path
+) -> None:
+    # One training sample written in the excluded style, with no other phrasing.
+    alone = next(s for s in small_world.by_split("train") if s.meta["style"] == "chatty")
+    members = []
+    for s in small_world.samples:
+        record = s.to_dict()
+        if s.id == alone.id:
+            record["meta"] = {k: v for k, v in record["meta"].items() if k != "alt_texts"}
+        key = sample_key(s.id)
+        members.append((f"{key}.json", json.dumps(record).encode()))
+        members.append((f"{key}.sat.png", small_world.resolve(s.sat_path).read_bytes()))
+    write_tar(tmp_path / "shards" / "part-00000.tar", members)
+    count = len(small_world.by_split("train"))
+    spec = dict(seed=0, batch_size=1, shuffle_buffer=8, exclude_styles=("chatty",))
+    with pytest.raises(PlanetlocError, match=sample_key(alone.id)):
+        stream = iter(TrainStream(open_source(tmp_path), StreamSpec(**spec)))
+        for _ in range(count):
+            next(stream)
+    stream = iter(TrainStream(open_source(tmp_path), StreamSpec(**spec, on_bad_sample="skip")))
+    items = [next(stream) for _ in range(count - 1)]  # one epoch, less the bad sample
+    assert sample_key(alone.id) not in {i["key"] for i in items}
+    bad = [b for i in items for b in i["bad"]]
+    assert len(bad) == 1 and "excluded style" in bad[0]
