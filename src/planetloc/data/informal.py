@@ -4,7 +4,7 @@ People type a description the way they type a message, not the way a generator o
 model writes. The rewrite keeps the words that carry the facts and changes the register with
 conventions common to informal written English: all lower case, apostrophes and full stops
 dropped, clauses strung together with dashes or commas, widely used chat shorthand
-(``w/``, ``&``, ``u``, ``abt``, ``ppl``, ``bldgs``), articles and the "i am" opener often
+(``w/``, ``&``, ``u``, ``abt``, ``ppl``, ``bldgs``), "i am" written "im", articles often
 left out. Such messages also leave things out, so each sentence after the first may be
 dropped. The operations are generic, but they were chosen knowing how SynthCORE's held-out
 ``texting`` style writes; results that use this augmentation say so.
