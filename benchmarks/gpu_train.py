@@ -89,6 +89,13 @@ def pipeline_rate(data: Path, batch: int, workers: int, batches: int, size: int)
     return batch * batches / (time.perf_counter() - start)
 
 
+def _tokenizer_facts(folder: str) -> dict:
+    """What the text tower read with: the folder's name and its vocabulary size."""
+    from planetloc.model.towers import load_tokenizer
+
+    return {"folder": Path(folder).name, "vocabulary": len(load_tokenizer(folder))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True)
@@ -100,6 +107,7 @@ def main() -> int:
     parser.add_argument("--regions", type=int, default=24)
     parser.add_argument("--per-region", type=int, default=250)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run")
+    parser.add_argument("--label", default="", help="what code ran (e.g. a commit), recorded")
     args = parser.parse_args()
     work = Path(args.work)
     smoke = args.smoke
@@ -162,10 +170,12 @@ def main() -> int:
     step_rate = rate / cfg.batch_size
     result = {
         "benchmark": "gpu_train",
+        "label": args.label,
         "backbone": cfg.model.backbone,
         "init": cfg.model.init,
         "parameters_M": round(summary.get("parameters", 0) / 1e6, 1),
         "amp": cfg.amp,
+        "tokenizer": _tokenizer_facts(args.tokenizer),
         "batch": cfg.batch_size,
         "steps": cfg.steps,
         "workers": cfg.workers,
@@ -183,6 +193,13 @@ def main() -> int:
         "gpu_util_mean": round(statistics.mean(gpu.util), 1) if gpu.util else None,
         "gpu_util_median": statistics.median(gpu.util) if gpu.util else None,
         "gpu_memory_gib_max": round(max(gpu.memory), 1) if gpu.memory else None,
+        # NVML's figure includes what PyTorch's caching allocator holds; this is what tensors
+        # needed at most.
+        "gpu_allocated_gib_max": (
+            round(torch.cuda.max_memory_allocated() / 2**30, 1)
+            if torch.cuda.is_available()
+            else None
+        ),
         "machine": {
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__,

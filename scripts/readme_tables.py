@@ -17,6 +17,7 @@ README holds exactly what this script renders.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -801,8 +802,55 @@ def style_robustness() -> str:
     return out + source("style_robustness")
 
 
+def gpu_train() -> str:
+    """The GPU training run, with the earlier commit measured in the same call where present."""
+    runs = [load("gpu_train")]
+    with contextlib.suppress(Missing):  # the earlier commit's run is optional
+        runs.insert(0, load("gpu_train_before"))
+    rows = [
+        [
+            r.get("label") or "-",
+            num(r["samples_per_s"]),
+            num(r["steps_per_s"], 2),
+            f"{num(r['gpu_util_mean'])} / {num(float(r['gpu_util_median']))}",
+            num(r["data_wait_s_per_step"], 3),
+            num(r["pipeline_samples_per_s"]),
+            num(r["pipeline_over_training"], 2),
+            f"{num(r['gpu_allocated_gib_max'])} / {num(r['gpu_memory_gib_max'])}",
+        ]
+        for r in runs
+    ]
+    r = runs[-1]
+    out = (
+        f"`{r['backbone']}` ({r['parameters_M']}M parameters, {r['init']} weights, both towers "
+        f"trained), {r['amp']} autocast, batch {r['batch']}, {r['steps']} steps, "
+        f"{r['image_size']} px JPEG shards of {num(r['world']['samples'])} samples, "
+        f"{r['workers']} DataLoader workers, text read with the "
+        f"{num(r['tokenizer']['vocabulary'])}-token `{r['tokenizer']['folder']}` tokenizer; "
+        f"{r['machine']['gpu']}, {r['machine']['cpus']} CPU cores, torch "
+        f"{r['machine']['torch']}:\n\n"
+    )
+    out += table(
+        [
+            "code",
+            "samples/s",
+            "steps/s",
+            "GPU busy % (mean / median)",
+            "data wait s/step",
+            "pipeline alone samples/s",
+            "pipeline / training",
+            "GPU GiB (tensors / NVML)",
+        ],
+        rows,
+        "lrrrrrrr",
+    )
+    return out + source(*(["gpu_train_before"] if len(runs) > 1 else []), "gpu_train")
+
+
 # Results files that a benchmark writes under another name than its own (``--out``).
 RERUN = {
+    "gpu_train_before": "benchmarks/gpu_train.py --steps 150 --label '...' --out "
+    "benchmarks/results/gpu_train_before.json (on a GPU, with an earlier commit's src/)",
     "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 3 --variants text image "
     "joint-w0.25-inbatch --out benchmarks/results/crossview_long.json",
 }
@@ -815,6 +863,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "crossview": crossview,
     "crossview_long": lambda: crossview("crossview_long"),
     "train_scale": train_scale,
+    "gpu_train": gpu_train,
     "eval_scale": eval_scale,
     "eval_memory": eval_memory,
     "index": index,

@@ -20,7 +20,7 @@ from planetloc.errors import PlanetlocError
 from planetloc.model.checkpoint import load_model, read_checkpoint, read_tensors
 from planetloc.train.config import load_config
 from planetloc.train.distributed import DistInfo
-from planetloc.train.trainer import TrainStep, compute_loss, train
+from planetloc.train.trainer import TrainStep, augment_tiles, compute_loss, train
 
 TESTS = Path(__file__).parent
 
@@ -473,3 +473,33 @@ def test_a_style_held_out_of_training_and_informal_rewrites_train_from_the_cache
 def test_every_shipped_training_config_loads(path: str) -> None:
     cfg = load_config(TESTS.parent / "configs" / path)
     assert cfg.method in ("planet", "itc-long", "itc-77") and cfg.steps > 0
+
+
+def _shift_by_padding(tiles: torch.Tensor, generator: torch.Generator, max_shift: int = 4):
+    """The augmentation written the plain way: pad with replicated borders, cut each tile's
+    window, then apply gain and offset (same draws in the same order)."""
+    b, _, h, w = tiles.shape
+    padded = torch.nn.functional.pad(tiles.float(), (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
+    shifted = torch.stack(
+        [padded[i, :, r : r + h, c : c + w] for i, (r, c) in enumerate(offsets.tolist())]
+    )
+    gain = 1 + (torch.rand(b, 3, 1, 1, generator=generator) - 0.5) * 0.16
+    offset = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 12
+    return (shifted * gain + offset).clamp(0, 255).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 5), (6, 3, 17, 23), (3, 3, 64, 64)])
+def test_tile_augmentation_is_a_bordered_shift_with_gain_and_offset(shape: tuple) -> None:
+    tiles = torch.randint(
+        0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    out = augment_tiles(tiles, torch.Generator().manual_seed(7))
+    assert out.dtype == torch.uint8 and out.shape == tiles.shape
+    assert torch.equal(out, _shift_by_padding(tiles, torch.Generator().manual_seed(7)))
+    assert torch.equal(out, augment_tiles(tiles, torch.Generator().manual_seed(7)))
+    assert not torch.equal(out, augment_tiles(tiles, torch.Generator().manual_seed(8)))
+    assert torch.equal(
+        tiles,
+        torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1)),
+    )  # input untouched

@@ -106,15 +106,21 @@ def augment_tiles(
     sun, so a rotated tile would no longer match its text.
     """
     b, _, h, w = tiles.shape
-    x = tiles.float()
-    padded = torch.nn.functional.pad(x, (max_shift,) * 4, mode="replicate")
+    # The draws come from the CPU generator (seeded per step, so a resumed run replays them);
+    # the pixels are moved where the tiles are, since on a GPU this is a large share of a step.
     offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
-    shifted = torch.stack(
-        [padded[i, :, r : r + h, c : c + w] for i, (r, c) in enumerate(offsets.tolist())]
-    )
     gain = 1 + (torch.rand(b, 3, 1, 1, generator=generator) - 0.5) * 0.16
     offset = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 12
-    return (shifted * gain + offset).clamp(0, 255).round().to(torch.uint8)
+    device = tiles.device
+    # A shift with replicated borders is a row and column selection with clamped indices:
+    # no padded copy of the batch (the fastest form measured on a CPU; cheap on a GPU too).
+    rows = (offsets[:, :1] - max_shift + torch.arange(h)).clamp(0, h - 1).to(device)
+    cols = (offsets[:, 1:] - max_shift + torch.arange(w)).clamp(0, w - 1).to(device)
+    shifted = torch.empty(tiles.shape, dtype=torch.float32, device=device)
+    for i in range(b):
+        shifted[i] = tiles[i].index_select(1, rows[i]).index_select(2, cols[i])
+    shifted.mul_(gain.to(device)).add_(offset.to(device)).clamp_(0, 255).round_()
+    return shifted.to(torch.uint8)
 
 
 def lambda_at(cfg: TrainConfig, step: int) -> float:
@@ -450,7 +456,7 @@ def train(
         if cfg.augment:
             # Seeded by (seed, step, rank): resumed runs draw the same shifts.
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * 31 + info.rank)
-            tiles = augment_tiles(tiles, gen)
+            tiles = augment_tiles(tiles.to(device), gen)
         sigs = {k: v.to(device) for k, v in batch.get("signatures", {}).items()}
         street = batch["street"].to(device) if "street" in batch else None
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp):
