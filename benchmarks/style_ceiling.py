@@ -54,6 +54,7 @@ from synthcore import (
     bootstrap,
     kept_hits,
     paired_hits,
+    style_labels,
 )
 
 ALL_STYLES = replace(WORLD, train_all_styles=True)
@@ -78,14 +79,6 @@ def _worlds(work: Path) -> None:
     every = phrasings(generate_world(ALL_STYLES, work / "world-allstyles", workers=2))
     if held != every:
         raise SystemExit("world-allstyles must ask the default world's test queries, word for word")
-
-
-def _labels(alpha: float) -> list[tuple[str, float, str]]:
-    return [
-        (f"{style}-{scoring}", a, style)
-        for style in STYLES
-        for scoring, a in (("global", 0.0), ("reranked", alpha))
-    ]
 
 
 def summarise(runs: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
@@ -196,7 +189,7 @@ def main() -> int:
     for setting in SETTINGS:
         for s in seeds:
             run = results["runs"][setting][str(s)]
-            labels = _labels(run["alpha"])
+            labels = style_labels(run["alpha"])
             if all(label in run for label, _, _ in labels):
                 continue
             out = work / "eval" / "style-ceiling" / f"{setting}-seed{s}"

@@ -46,7 +46,6 @@ import numpy as np
 from planetloc.atomic import write_text
 from planetloc.data import informal as rewrite
 from planetloc.data.synth.describe import HELD_OUT_STYLE, STYLES
-from style_ceiling import _labels
 from synthcore import RESULTS as SYNTHCORE
 from synthcore import (
     WORLD,
@@ -58,6 +57,7 @@ from synthcore import (
     bootstrap,
     kept_hits,
     paired_hits,
+    style_labels,
 )
 
 RESULTS = Path(__file__).parent / "results" / "style_robustness.json"
@@ -216,6 +216,9 @@ def main() -> int:
     pool = ProcessPoolExecutor(max_workers=args.parallel)
     # 1. Train. The arms alternate so that each arm's text cache is computed once at the start
     # (the informal arm's holds the base arm's texts, but they start together).
+    arms = [
+        arm for s in seeds for arm in ("informal", "base") if str(s) not in results["runs"][arm]
+    ]
     todo = [
         (
             f"planet-l{lam}-no{VAL_STYLE}-{RULES}-{arm}",
@@ -230,8 +233,7 @@ def main() -> int:
         for arm in ("informal", "base")
         if str(s) not in results["runs"][arm]
     ]
-    for job, run in zip(todo, pool.map(_train, todo), strict=True):
-        arm = job[0].rsplit("-", 1)[1]
+    for arm, run in zip(arms, pool.map(_train, todo), strict=True):
         alpha = float((run["selection"] or {}).get("alpha", 0.0))
         results["runs"][arm][str(run["seed"])] = {"train": run, "alpha": alpha}
         print(f"trained {arm} seed {run['seed']} in {run['seconds']} s", flush=True)
@@ -257,7 +259,7 @@ def main() -> int:
                     run["train"]["checkpoint"],
                     str(work / "world"),
                     str(out),
-                    _labels(run["alpha"]),
+                    style_labels(run["alpha"]),
                     threads,
                 )
                 jobs.append((_evaluate, test_job))

@@ -49,7 +49,7 @@ import numpy as np
 from earlier import earlier_results
 from planetloc.atomic import write_text
 from planetloc.data.synth.config import SynthConfig
-from planetloc.data.synth.describe import HELD_OUT_STYLE
+from planetloc.data.synth.describe import HELD_OUT_STYLE, STYLES
 
 WORLD = SynthConfig()
 DENSE = replace(WORLD, distractors=600, gallery_on_streets=False, gallery_spacing_m=20.0)
@@ -268,6 +268,16 @@ def kept_hits(
             ratios.append(np.mean([u[i][q].mean() for i, q in sample]) / den)
     point = float(np.mean([h.mean() for h in u]) / np.mean([h.mean() for h in v]))
     return _interval(point, np.asarray(ratios), scale=1.0)
+
+
+def style_labels(alpha: float) -> list[tuple[str, float, str]]:
+    """Evaluation labels reading every test query in each description style, scored by the
+    global embedding and re-ranked at ``alpha``: (label, alpha, style)."""
+    return [
+        (f"{style}-{scoring}", a, style)
+        for style in STYLES
+        for scoring, a in (("global", 0.0), ("reranked", alpha))
+    ]
 
 
 def _worlds(work: Path) -> None:
