@@ -32,6 +32,7 @@ after every training and evaluation.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -65,8 +66,28 @@ VAL_STYLE = "chatty"  # held out of training; val reads it to choose the arm
 TRAINED = [s for s in STYLES if s not in (HELD_OUT_STYLE, VAL_STYLE)]
 UNSEEN = (VAL_STYLE, HELD_OUT_STYLE)
 INFORMAL_PROB = 0.3
-# The rewrite's source: runs and results made with other rules are never reused.
-RULES = hashlib.sha256(Path(rewrite.__file__).read_bytes()).hexdigest()[:8]
+
+
+def code_hash(path: Path) -> str:
+    """A module's code without its docstrings and comments: a changed rule changes it, a
+    reworded docstring does not. (``ast.dump`` differs between Python versions; the project
+    pins one.)"""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:8]
+
+
+# The rewrite's rules: runs and results made with other rules are never reused.
+RULES = code_hash(Path(rewrite.__file__))
 ARMS: dict[str, dict[str, Any]] = {
     "base": {"alt_text_prob": 0.5, "exclude_styles": [VAL_STYLE]},
     "informal": {
@@ -216,8 +237,11 @@ def main() -> int:
     pool = ProcessPoolExecutor(max_workers=args.parallel)
     # 1. Train. The arms alternate so that each arm's text cache is computed once at the start
     # (the informal arm's holds the base arm's texts, but they start together).
-    arms = [
-        arm for s in seeds for arm in ("informal", "base") if str(s) not in results["runs"][arm]
+    pending = [
+        (s, arm)
+        for s in seeds
+        for arm in ("informal", "base")
+        if str(s) not in results["runs"][arm]
     ]
     todo = [
         (
@@ -229,11 +253,9 @@ def main() -> int:
             str(work),
             threads,
         )
-        for s in seeds
-        for arm in ("informal", "base")
-        if str(s) not in results["runs"][arm]
+        for s, arm in pending
     ]
-    for arm, run in zip(arms, pool.map(_train, todo), strict=True):
+    for (_, arm), run in zip(pending, pool.map(_train, todo), strict=True):
         alpha = float((run["selection"] or {}).get("alpha", 0.0))
         results["runs"][arm][str(run["seed"])] = {"train": run, "alpha": alpha}
         print(f"trained {arm} seed {run['seed']} in {run['seconds']} s", flush=True)

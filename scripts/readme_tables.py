@@ -802,6 +802,10 @@ def style_robustness() -> str:
     return out + source("style_robustness")
 
 
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def gpu_train() -> str:
     """The GPU training run, with the earlier commit measured in the same call where present."""
     runs = [load("gpu_train")]
@@ -812,7 +816,7 @@ def gpu_train() -> str:
             r.get("label") or "-",
             num(r["samples_per_s"]),
             num(r["steps_per_s"], 2),
-            f"{num(r['gpu_util_mean'])} / {num(float(r['gpu_util_median']))}",
+            f"{num(r['gpu_util_mean'])} / {num(_float(r['gpu_util_median']))}",
             num(r["data_wait_s_per_step"], 3),
             num(r["pipeline_samples_per_s"]),
             num(r["pipeline_over_training"], 2),
@@ -821,6 +825,12 @@ def gpu_train() -> str:
         for r in runs
     ]
     r = runs[-1]
+    same = ("backbone", "init", "amp", "batch", "steps", "image_size", "workers", "tokenizer")
+    for other in runs[:-1]:
+        differ = [k for k in same if other.get(k) != r.get(k)]
+        differ += ["gpu"] if other["machine"].get("gpu") != r["machine"].get("gpu") else []
+        if differ:  # the sentence below describes both rows only when they share it
+            raise ValueError(f"gpu_train runs differ in {', '.join(differ)}")
     out = (
         f"`{r['backbone']}` ({r['parameters_M']}M parameters, {r['init']} weights, both towers "
         f"trained), {r['amp']} autocast, batch {r['batch']}, {r['steps']} steps, "
@@ -849,8 +859,6 @@ def gpu_train() -> str:
 
 # Results files that a benchmark writes under another name than its own (``--out``).
 RERUN = {
-    "gpu_train_before": "benchmarks/gpu_train.py --steps 150 --label '...' --out "
-    "benchmarks/results/gpu_train_before.json (on a GPU, with an earlier commit's src/)",
     "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 3 --variants text image "
     "joint-w0.25-inbatch --out benchmarks/results/crossview_long.json",
 }

@@ -153,3 +153,23 @@ def test_style_robustness_chooses_on_val_and_renders_every_arm(
     del data["summary"]
     (tmp_path / "style_robustness.json").write_text(json.dumps(data))
     assert "holds no summary yet" in tables.render("style_robustness")
+
+
+def test_the_rewrite_rules_hash_ignores_docstrings_and_comments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs are reused only under the same rewrite rules: rewording the rules' documentation
+    keeps them, changing a rule does not."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import style_robustness as bench
+
+    def digest(source: str) -> str:
+        path = tmp_path / "rules.py"
+        path.write_text(source)
+        return bench.code_hash(path)
+
+    base = digest('"""Rules."""\n\ndef f(x):\n    """Doc."""\n    return x + 1\n')
+    assert base == digest('"""Other words."""\n# a comment\n\ndef f(x):\n    return x + 1\n')
+    assert base != digest('"""Rules."""\n\ndef f(x):\n    """Doc."""\n    return x + 2\n')
+    with_class = 'class C:\n    """Doc."""\n\n    def g(self):\n        """Only a docstring."""\n'
+    assert digest(with_class) == digest("class C:\n    def g(self):\n        pass\n")

@@ -112,8 +112,8 @@ def augment_tiles(
     gain = 1 + (torch.rand(b, 3, 1, 1, generator=generator) - 0.5) * 0.16
     offset = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 12
     device = tiles.device
-    # A shift with replicated borders is a row and column selection with clamped indices:
-    # no padded copy of the batch (the fastest form measured on a CPU; cheap on a GPU too).
+    # A shift with replicated borders is a row and column selection with clamped indices,
+    # so no padded copy of the batch is made.
     rows = (offsets[:, :1] - max_shift + torch.arange(h)).clamp(0, h - 1).to(device)
     cols = (offsets[:, 1:] - max_shift + torch.arange(w)).clamp(0, w - 1).to(device)
     shifted = torch.empty(tiles.shape, dtype=torch.float32, device=device)
