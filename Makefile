@@ -54,7 +54,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/demo.py --also-fp32 --pip-baseline
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/synthcore.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/style_ceiling.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/style_robustness.py --seeds 3
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/style_robustness.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/crossview.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/serve.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/index.py
