@@ -162,6 +162,19 @@ def test_refused_credentials_stop_with_a_redacted_message(server) -> None:
     assert "HTTP 401" in str(err.value) and "WRONG-KEY-9" not in str(err.value)
 
 
+def test_failures_during_an_outage_use_up_no_attempts(server) -> None:
+    """A request that probes a dead provider again and again stops with the outage, never as a
+    failed request (which would quarantine a good sample); with the breaker closed, its own
+    failures still run out."""
+    server.inject("tiles", "503", times=-1)
+    outage = {"breaker_threshold": 1, "breaker_cooldown_s": 0.05, "max_outage_s": 0.4}
+    with pytest.raises(ProviderUnavailable, match=r"tiles: unreachable for \d+ s"):
+        fetch_once(server, TILE, attempts=2, **outage)
+    assert server.stats.requests["tiles"] > 2  # it kept probing past its 2 attempts
+    with pytest.raises(FetchFailed, match="HTTP 503 after 2 attempts"):
+        fetch_once(server, TILE, attempts=2, breaker_threshold=5)
+
+
 def test_circuit_breaker_stops_a_dead_provider_and_resume_finishes(server, tmp_path) -> None:
     server.inject("tiles", "503", times=-1)
     # A generous timeout: on a loaded machine a slow 503 must still read as a 503, not as a

@@ -131,9 +131,10 @@ class TokenBucket:
 class CircuitBreaker:
     """Opens after ``threshold`` consecutive failures, probes after a cooldown.
 
-    While open, callers wait instead of failing, so an outage pauses the build rather than
-    quarantining every sample. If the provider stays down for ``max_outage_s`` the stage
-    stops with :class:`ProviderUnavailable`.
+    While open, callers wait instead of failing, and failures during an outage use up no
+    request's attempts, so an outage pauses the build rather than quarantining samples. If
+    the provider stays down for ``max_outage_s`` the stage stops with
+    :class:`ProviderUnavailable`.
     """
 
     def __init__(
@@ -286,7 +287,10 @@ class Provider:
         """
         attempts: list[str] = []
         shown = self.redact(url)
-        for attempt in range(self.http.attempts):
+        counted = 0  # attempts this request used up (a provider outage uses none)
+        attempt = -1
+        while counted < self.http.attempts:
+            attempt += 1
             await self.breaker.wait()
             pause = self.paused_until - time.monotonic()
             if pause > 0:
@@ -353,9 +357,15 @@ class Provider:
                         reason = f"bad response: {self.redact(str(err))}"
             attempts.append(reason)
             log.info("%s: %s on %s (attempt %d)", self.name, reason, shown, attempt + 1)
+            # A failure that opened the breaker, or came while it was open, is the provider's
+            # outage rather than this request's: it uses up none of the request's attempts
+            # (which would quarantine a good sample), and the breaker decides when the outage
+            # has lasted too long (ProviderUnavailable).
+            if self.breaker.state == "closed":
+                counted += 1
             # After a Retry-After the provider-wide pause does the waiting.
-            if attempt + 1 < self.http.attempts and retry_after is None:
-                await asyncio.sleep(self._backoff(attempt))
+            if counted < self.http.attempts and retry_after is None:
+                await asyncio.sleep(self._backoff(min(attempt, counted)))
         raise FetchFailed(f"{attempts[-1]} after {len(attempts)} attempts", attempts)
 
 
