@@ -107,7 +107,8 @@ def augment_tiles(
     """
     b, _, h, w = tiles.shape
     # The draws come from the CPU generator (seeded per step, so a resumed run replays them);
-    # the pixels are moved where the tiles are, since on a GPU this is a large share of a step.
+    # the shift and recolouring run where the tiles are, since on a GPU this is a large share
+    # of a step.
     offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
     gain = 1 + (torch.rand(b, 3, 1, 1, generator=generator) - 0.5) * 0.16
     offset = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 12
