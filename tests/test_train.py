@@ -466,6 +466,18 @@ def test_a_style_held_out_of_training_and_informal_rewrites_train_from_the_cache
     assert 0 < sum(t in rewrites for t in read) < len(read)  # about half are rewrites
 
 
+def test_a_style_name_no_training_text_has_is_refused(
+    small_world: Manifest, tmp_path: Path
+) -> None:
+    cfg = _tiny_config(small_world.path, tmp_path / "run", exclude_styles="chatty,chaty")
+    with pytest.raises(PlanetlocError) as err:
+        train(cfg, progress=False)
+    text = str(err.value)
+    assert "'chaty' is the style of no phrasing" in text and "\n" not in text
+    assert "chatty" in text.split("their styles: ")[1]  # the names that do exist are listed
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
 @pytest.mark.parametrize(
     "path",
     sorted(p.name for p in (TESTS.parent / "configs").glob("*.yaml") if "build" not in p.name),

@@ -483,6 +483,37 @@ def train_loader(source: Source, spec: StreamSpec, *, start_step: int = 0) -> Da
     )
 
 
+def check_styles(source: Source, names: tuple[str, ...], *, samples: int = 1000) -> None:
+    """Refuse a style name (``exclude_styles``) that no phrasing of the first ``samples``
+    training samples is written in: a misspelt name would exclude nothing, silently."""
+    if not names:
+        return
+    seen: set[str] = set()
+    count = 0
+    for part in source.parts("train"):
+        try:
+            for sample in source.iter_part(part):
+                if count >= samples:
+                    break
+                if (sample.record or {}).get("split") != "train":
+                    continue
+                meta = sample.record.get("meta") or {}
+                seen.update([meta["style"]] if meta.get("style") else [])
+                seen.update(meta.get("alt_texts") or {})
+                count += 1
+        except PlanetlocError:
+            continue  # damage is the training stream's to report or skip, by its own rules
+        if count >= samples:
+            break
+    unknown = [n for n in names if n not in seen]
+    if unknown:
+        styles = ", ".join(sorted(seen)) or "none named (no meta.style or meta.alt_texts)"
+        raise PlanetlocError(
+            f"exclude_styles: {unknown[0]!r} is the style of no phrasing in the first {count} "
+            f"training samples of {source.description}; their styles: {styles}"
+        )
+
+
 def phrasings(
     record: dict[str, Any], exclude_styles: tuple[str, ...] = ()
 ) -> tuple[str | None, list[str]]:

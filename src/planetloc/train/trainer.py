@@ -27,7 +27,14 @@ from tqdm import tqdm
 from planetloc.atomic import write_text
 from planetloc.data.caches import cache_root, dataset_manifest
 from planetloc.data.informal import informal
-from planetloc.data.stream import Source, StreamSpec, open_source, phrasings, train_loader
+from planetloc.data.stream import (
+    Source,
+    StreamSpec,
+    check_styles,
+    open_source,
+    phrasings,
+    train_loader,
+)
 from planetloc.devices import pick_device
 from planetloc.errors import PlanetlocError
 from planetloc.eval.evaluate import evaluate_split
@@ -376,6 +383,9 @@ def train(
         raise PlanetlocError(
             f"batch size {cfg.batch_size} is not divisible by {info.world_size} processes"
         )
+    source = open_source(cfg.data)
+    if cfg.model.uses_text:
+        check_styles(source, tuple(cfg.exclude_styles))
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise PlanetlocError(f"{out}: --out must be a folder, and this is a file")
@@ -386,7 +396,6 @@ def train(
             f"{ckpt_path} exists: pass --resume to continue it, or use a new --out"
         )
     seed_everything(cfg.seed)
-    source = open_source(cfg.data)
     model = Planet(cfg.model).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     start = 0
