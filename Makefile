@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/street_render.py
 	$(BIN)/python benchmarks/build.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/tile_tower.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/demo.py --also-fp32 --pip-baseline
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/synthcore.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/style_ceiling.py

@@ -60,6 +60,13 @@ from planetloc.workflows.evaluation import run_evaluation
 from planetloc.workflows.models import trained
 
 TARGET_EXTRA_GB = 4.0
+MEMORY_KEYS = (
+    "peak_rss_gb",
+    "rss_growth_gb",
+    "peak_anon_gb",
+    "anon_growth_gb",
+    "max_processes",
+)
 
 
 def memory_entry(mem: PeakMemory, seconds: float, embeddings_gb: float) -> dict[str, Any]:
@@ -89,6 +96,14 @@ def encode_gallery(loaded: Any, world: Path, index_dir: Path) -> float:
     return seconds
 
 
+def earlier_results(out: Path) -> dict[str, Any]:
+    """What an earlier run of this benchmark wrote to ``out`` (read before this run saves)."""
+    try:
+        return json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def earlier_generation_runs(
     earlier: dict[str, Any], world: str, overrides: dict[str, Any]
 ) -> list[dict]:
@@ -106,15 +121,21 @@ def shards_on_disk(world: Path) -> int:
     return len(list((world / SHARD_DIR).glob("*.tar")))
 
 
+def chained(runs: list[dict], total: int) -> bool:
+    """Whether recorded runs did a whole job between them: the first started from nothing,
+    each started where the last one left off, and the last one finished (``total`` units).
+    A run killed by SIGKILL records nothing, so the next one starts past where the records
+    end, and the runs do not chain."""
+    if not runs or runs[0]["shards_before"] != 0 or runs[-1]["shards_after"] != total:
+        return False
+    return all(b["shards_before"] == a["shards_after"] for a, b in itertools.pairwise(runs))
+
+
 def generation_summary(runs: list[dict], samples: int) -> dict[str, Any] | None:
     """Wall time and samples/s per core of generating the whole world, summed over the
     recorded runs (work a killed run had not finished as a shard counts too: the time was
-    spent); None unless they start from no shard, each starts where the last one left off,
-    and the last one finished. (A run killed by SIGKILL records nothing: the next one then
-    starts past where the last record ends, and no summary is given.)"""
-    if not runs or runs[0]["shards_before"] != 0 or runs[-1]["shards_after"] != runs[-1]["shards"]:
-        return None
-    if any(b["shards_before"] != a["shards_after"] for a, b in itertools.pairwise(runs)):
+    spent); None unless the runs chain (:func:`chained`)."""
+    if not runs or not chained(runs, runs[-1]["shards"]):
         return None
     seconds = sum(r["seconds"] for r in runs)
     core_seconds = sum(r["seconds"] * r["workers"] for r in runs)
@@ -126,40 +147,49 @@ def generation_summary(runs: list[dict], samples: int) -> dict[str, Any] | None:
     }
 
 
+ENCODING_RUNS = "encoding_runs.json"  # inside the index store: clearing it clears them too
+
+
 def stored_shards(index_dir: Path) -> int:
     """Gallery shards already encoded into the index store (each is written whole)."""
     return len(list((index_dir / "shards").glob("*.npz")))
 
 
-def earlier_results(out: Path) -> dict[str, Any]:
-    """What an earlier run of this benchmark wrote to ``out`` (read before this run saves)."""
+def earlier_encoding_runs(index_dir: Path, world: str) -> list[dict]:
+    """The encoding runs recorded into this store for ``world`` (the store's folder is named
+    by the model, so a record there is of the same model)."""
     try:
-        return json.loads(out.read_text(encoding="utf-8"))
+        data = json.loads((index_dir / ENCODING_RUNS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
-
-
-def earlier_index_runs(
-    earlier: dict[str, Any], world: str, fingerprint: str, index_dir: Path
-) -> list[dict]:
-    """The encoding runs an earlier run of this benchmark recorded into the same store, when
-    it still holds shards (with no shard stored, encoding starts afresh)."""
-    if not stored_shards(index_dir):
         return []
-    same = earlier.get("config", {}).get("world") == world
-    same = same and earlier.get("model_fingerprint") == fingerprint
-    return list(earlier.get("phases", {}).get("index_runs", [])) if same else []
+    return list(data.get("runs", [])) if data.get("world") == world else []
 
 
-def index_summary(runs: list[dict], shards: int) -> dict[str, Any] | None:
-    """Seconds of encoding the whole gallery, summed over the recorded runs; None unless they
-    start from no shard and each starts where the last one left off (the last one finished,
-    or there would be no index to summarise). With one run from nothing, that run."""
-    if not runs or runs[0]["shards_before"] != 0 or runs[-1]["shards_after"] != shards:
-        return None
-    if any(b["shards_before"] != a["shards_after"] for a, b in itertools.pairwise(runs)):
-        return None
-    return {"seconds": round(sum(r["seconds"] for r in runs), 1), "runs": len(runs)}
+def record_encoding_runs(index_dir: Path, world: str, runs: list[dict]) -> None:
+    index_dir.mkdir(parents=True, exist_ok=True)
+    write_text(index_dir / ENCODING_RUNS, json.dumps({"world": world, "runs": runs}, indent=1))
+
+
+def encoding_summary(runs: list[dict], shards: int, embeddings_gb: float) -> dict[str, Any]:
+    """The index phase over its recorded runs: seconds and encoding seconds summed, the
+    largest memory of any run, and the extra beyond the embeddings (which only a run that
+    finished mapped). Tiles/s is left to the caller, and only when the runs chain."""
+    if not runs:  # a store finished before runs were recorded: nothing to add up
+        return {"runs": 0, "timed_whole": False}
+    return {
+        "seconds": round(sum(r["seconds"] for r in runs), 1),
+        "encode_s": round(sum(r["encode_s"] for r in runs), 2),
+        "runs": len(runs),
+        "peak_rss_gb": max(r["peak_rss_gb"] for r in runs),
+        "rss_growth_gb": max(r["rss_growth_gb"] for r in runs),
+        "peak_anon_gb": max(r["peak_anon_gb"] for r in runs),
+        "anon_growth_gb": max(r["anon_growth_gb"] for r in runs),
+        "max_processes": max(r["max_processes"] for r in runs),
+        "extra_over_embeddings_gb": round(
+            max(r["rss_growth_gb"] - (embeddings_gb if r["finished"] else 0.0) for r in runs), 3
+        ),
+        "timed_whole": chained(runs, shards),
+    }
 
 
 def _exit_on_sigterm() -> Callable[[int, Any], None]:
@@ -189,7 +219,8 @@ def main() -> int:
     parser.add_argument(
         "--reuse-index",
         action="store_true",
-        help="keep an index store left by an earlier run (phase 1 then only verifies it)",
+        help="keep the index store an earlier run left: a finished one is only verified, a "
+        "stopped one is encoded further (without it, the store is cleared and encoded afresh)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="3 regions x (60 described + 200 gallery tiles)"
@@ -274,61 +305,61 @@ def main() -> int:
     index_dir = default_index_dir(args.work, loaded.fingerprint)
     if not args.reuse_index:
         shutil.rmtree(index_dir, ignore_errors=True)  # phase 1 measures encoding, not reuse
-    payload["model_fingerprint"] = loaded.fingerprint
-    runs = earlier_index_runs(earlier, args.world, loaded.fingerprint, index_dir)
+    encodings = earlier_encoding_runs(index_dir, args.world)
 
     # 1. Encode the gallery into the store evaluation reads (and reuses). The table is
-    # dropped afterwards, so the next phase starts from the same memory. A killed run
-    # records what it encoded; --reuse-index goes on from its stored shards.
+    # dropped afterwards, so the next phase starts from the same memory. A run stopped with
+    # SIGTERM records what it stored, and a run with --reuse-index goes on from there.
     before = stored_shards(index_dir)
     default = signal.signal(signal.SIGTERM, _exit_on_sigterm())
     mem = PeakMemory()
     start = time.perf_counter()
+    info: dict[str, Any] = {}
     try:
         with mem:
             table_seconds = encode_gallery(loaded, world, index_dir)
+        info = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
     finally:
         signal.signal(signal.SIGTERM, default)
+        seconds = time.perf_counter() - start
         used = mem.report()
-        runs.append(
-            {
-                "date": machine()["date"],
-                "seconds": round(time.perf_counter() - start, 1),
-                "shards_before": before,
-                "shards_after": stored_shards(index_dir),
-                "rss_growth_gb": used["rss_growth_gb"],
-                "anon_growth_gb": used["anon_growth_gb"],
-                "peak_rss_gb": used["peak_rss_gb"],
-            }
-        )
-        payload["phases"]["index_runs"] = runs
+        reused = info.get("shards", {}).get("reused", before)
+        if reused < before:  # stored shards of another world were encoded again
+            encodings, before = [], reused
+        encoded = not info or reused < info["shards"]["count"]
+        if encoded:  # a run that only verified a finished store adds nothing to its time
+            encodings.append(
+                {
+                    "date": machine()["date"],
+                    "seconds": round(seconds, 1),
+                    "encode_s": info.get("encode_seconds", round(seconds, 1)),
+                    "finished": bool(info),
+                    "shards_before": before,
+                    "shards_after": info["shards"]["count"] if info else stored_shards(index_dir),
+                    **{k: used[k] for k in MEMORY_KEYS},
+                }
+            )
+            record_encoding_runs(index_dir, args.world, encodings)
+        payload["encoding_runs"] = encodings
         save()
-    info = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
     # The global embeddings, which ranking reads in full; the physical ones (also mapped)
     # are read only for re-ranked candidates, so their pages count as extra.
     emb_gb = (index_dir / "embeddings.npy").stat().st_size / GB
-    whole = index_summary(runs, info["shards"]["count"])
-    seconds = whole["seconds"] if whole else runs[-1]["seconds"]
+    whole = encoding_summary(encodings, info["shards"]["count"], emb_gb)
     payload["phases"]["index"] = memory_entry(mem, seconds, emb_gb) | {
         "read_table_s": round(table_seconds, 1),
-        "encode_s": info["encode_seconds"],
         "faiss_build_s": info["build_seconds"],
         "tiles": info["count"],
-        "tiles_per_s": round(info["count"] / max(info["encode_seconds"], 1e-9), 1),
         "shards_reused": info["shards"]["reused"],
         "store_disk_gb": round(folder_gb(index_dir), 2),
         "mapped_arrays_gb": round(sum(p.stat().st_size for p in index_dir.glob("*.npy")) / GB, 3),
     }
-    if whole and len(runs) > 1:  # encoded over several runs: time summed, memory the largest
-        growth = max(r["rss_growth_gb"] for r in runs)
-        payload["phases"]["index"] |= {
-            "runs": len(runs),
-            "rss_growth_gb": round(growth, 3),
-            "anon_growth_gb": round(max(r["anon_growth_gb"] for r in runs), 3),
-            "peak_rss_gb": round(max(r["peak_rss_gb"] for r in runs), 3),
-            "extra_over_embeddings_gb": round(growth - emb_gb, 3),
-            "tiles_per_s": round(info["count"] / max(whole["seconds"], 1e-9), 1),
-        }
+    if encodings:  # over the runs that encoded the gallery: time summed, memory the largest
+        payload["phases"]["index"] |= whole
+    # Tiles/s of encoding alone, and only when the runs add up to the whole gallery.
+    payload["phases"]["index"]["tiles_per_s"] = (
+        round(info["count"] / max(whole["encode_s"], 1e-9), 1) if whole["timed_whole"] else None
+    )
     save()
 
     # 2. The evaluation as `planetloc evaluate` runs it (both protocols, every set).
@@ -382,10 +413,10 @@ def main() -> int:
         "anon_growth_gb": max(
             payload["phases"][p]["anon_growth_gb"] for p in ("index", "evaluate")
         ),
-        # Runs that encoded the gallery (a killed one records its part); the end-to-end time
-        # counts all of them only when they add up to the whole gallery from nothing.
-        "index_runs": len(runs),
-        "index_timed_whole": whole is not None,
+        # Runs that encoded the gallery (a stopped one records its part); the end-to-end
+        # time counts all of them, and is the whole only when they add up to the gallery.
+        "encoding_runs": len(encodings),
+        "encoding_timed_whole": whole["timed_whole"],
         "target_extra_gb": TARGET_EXTRA_GB,
         "meets_target": extra <= TARGET_EXTRA_GB,
         "full_matrix_gb_world": payload["phases"]["evaluate"]["full_matrix_gb_world"],

@@ -477,9 +477,20 @@ def eval_scale() -> str:
         )
     p = d["phases"].get("index") or {}
     if p:
+        runs = p.get("runs", 1)
+        over = (
+            f" over {runs} runs (a stopped encoding resumed; time summed, memory the largest)"
+            if runs > 1
+            else ""
+        )
+        rate = (
+            f"at {num(p['tiles_per_s'])} tiles/s"
+            if p.get("tiles_per_s") is not None
+            else "(no rate: the recorded runs do not add up to the whole gallery)"
+        )
         out += (
-            f"Gallery encoding: {num(p['tiles'])} tiles at {num(p['tiles_per_s'])} tiles/s "
-            f"(CPU, model and signatures), FAISS build {num(p['faiss_build_s'])} s.\n"
+            f"Gallery encoding: {num(p['tiles'])} tiles {rate}{over} (CPU, model and "
+            f"signatures), FAISS build {num(p['faiss_build_s'])} s.\n"
         )
     return head + out + source("eval_scale")
 
@@ -716,6 +727,47 @@ def train_throughput() -> str:
     return out + source("train_throughput")
 
 
+def tile_tower() -> str:
+    d = load("tile_tower")
+    c = d["config"]
+    names = {
+        "forward": "encoding: forward, float32, no gradient",
+        "forward_backward": "training: forward + backward, float32",
+        "forward_backward_bf16": "training: forward + backward, bf16 autocast",
+    }
+    rows = [
+        [
+            names[case],
+            num(r["batch"]),
+            num(r["nchw_tiles_per_s"]),
+            num(r["channels_last_tiles_per_s"]),
+            f"{r['time_saved'] * 100:.1f}%",
+        ]
+        for case, r in d["results"].items()
+    ]
+    out = table(
+        [
+            f"`TileCNN` at {c['size']} px, {c['threads']} threads, tiles/s",
+            "batch",
+            "NCHW",
+            "channels-last",
+            "time saved",
+        ],
+        rows,
+        "lrrrr",
+    )
+    m = d["machine"]
+    out += (
+        f"\nMedian of {c['repeats']} runs of each, layouts alternating, on {m['cpu_count']} cores "
+        f"of {m['cpu']} (other processes used {d['others_cpu_share'] * 100:.0f}% of the cores' "
+        f"time meanwhile); bf16 rows only where the CPU does bf16 natively "
+        f"({'it does' if c['native_bf16'] else 'this one does not'}). The two layouts' "
+        f"encodings differ by at most {d['max_abs_difference']:.1e} (outputs up to "
+        f"{d['output_max_abs']:.1f}).\n"
+    )
+    return out + source("tile_tower")
+
+
 def style_ceiling() -> str:
     d = load("style_ceiling")
     if "summary" not in d:
@@ -881,6 +933,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "build": build,
     "serve": serve,
     "train_throughput": train_throughput,
+    "tile_tower": tile_tower,
     "style_ceiling": style_ceiling,
     "style_robustness": style_robustness,
 }

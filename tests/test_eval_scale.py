@@ -18,35 +18,58 @@ def bench(monkeypatch: pytest.MonkeyPatch):
     return eval_scale
 
 
-def _run(before: int, after: int, seconds: float = 10.0) -> dict:
-    return {"seconds": seconds, "shards_before": before, "shards_after": after}
+def _run(before: int, after: int, seconds: float = 10.0, **extra: object) -> dict:
+    return {"seconds": seconds, "shards_before": before, "shards_after": after, **extra}
 
 
-def test_encoding_runs_count_only_when_they_add_up_to_the_whole_gallery(bench) -> None:
-    assert bench.index_summary([_run(0, 5, 12.5)], 5) == {"seconds": 12.5, "runs": 1}
-    assert bench.index_summary([_run(0, 2), _run(2, 5, 4.0)], 5) == {"seconds": 14.0, "runs": 2}
-    assert bench.index_summary([_run(0, 2), _run(3, 5)], 5) is None  # a run went unrecorded
-    assert bench.index_summary([_run(1, 5)], 5) is None  # began from shards of no record
-    assert bench.index_summary([_run(0, 2)], 5) is None  # not finished
-    assert bench.index_summary([], 5) is None
-
-
-def test_earlier_encoding_runs_are_those_of_the_same_world_model_and_store(
-    bench, tmp_path: Path
-) -> None:
-    store = tmp_path / "index"
-    earlier = {
-        "config": {"world": "w"},
-        "model_fingerprint": "abc",
-        "phases": {"index_runs": [_run(0, 1)]},
+def test_runs_count_as_a_whole_only_when_they_chain_from_nothing_to_the_end(bench) -> None:
+    assert bench.chained([_run(0, 5)], 5)
+    assert bench.chained([_run(0, 2), _run(2, 5)], 5)
+    assert not bench.chained([_run(0, 2), _run(3, 5)], 5)  # a run went unrecorded
+    assert not bench.chained([_run(1, 5)], 5)  # began from shards of no record
+    assert not bench.chained([_run(0, 2)], 5)  # not finished
+    assert not bench.chained([], 5)
+    gen = [_run(0, 3, 100.0, workers=2, shards=8), _run(3, 8, 60.0, workers=1, shards=8)]
+    assert bench.generation_summary(gen, 320) == {
+        "seconds": 160.0,
+        "runs": 2,
+        "samples_per_s": 2.0,
+        "samples_per_s_per_core": round(320 / 260, 1),
     }
-    assert bench.earlier_index_runs(earlier, "w", "abc", store) == []  # nothing stored
-    (store / "shards").mkdir(parents=True)
-    (store / "shards" / "00000.npz").write_bytes(b"")
-    assert bench.earlier_index_runs(earlier, "w", "abc", store) == [_run(0, 1)]
-    assert bench.earlier_index_runs(earlier, "w", "other model", store) == []
-    assert bench.earlier_index_runs(earlier, "another world", "abc", store) == []
-    assert bench.earlier_index_runs({}, "w", "abc", store) == []
+    assert bench.generation_summary(gen[1:], 320) is None
+
+
+def _memory(growth: float, **extra: object) -> dict:
+    return {
+        "peak_rss_gb": growth + 1,
+        "rss_growth_gb": growth,
+        "peak_anon_gb": growth + 0.5,
+        "anon_growth_gb": growth - 0.1,
+        "max_processes": 1,
+        **extra,
+    }
+
+
+def test_an_encoding_over_two_runs_sums_time_and_keeps_the_largest_memory(bench) -> None:
+    stopped = _run(0, 2, 100.0, encode_s=100.0, finished=False, **_memory(1.5))
+    finished = _run(2, 5, 80.0, encode_s=70.0, finished=True, **_memory(1.2))
+    whole = bench.encoding_summary([stopped, finished], 5, embeddings_gb=0.5)
+    assert whole["seconds"] == 180.0 and whole["encode_s"] == 170.0 and whole["runs"] == 2
+    assert whole["peak_rss_gb"] == 2.5 and whole["rss_growth_gb"] == 1.5
+    # The stopped run never mapped the embeddings: all of its growth is extra.
+    assert whole["extra_over_embeddings_gb"] == 1.5 and whole["timed_whole"]
+    assert not bench.encoding_summary([finished], 5, embeddings_gb=0.5)["timed_whole"]
+    assert bench.encoding_summary([], 5, embeddings_gb=0.5) == {"runs": 0, "timed_whole": False}
+
+
+def test_encoding_runs_are_kept_in_the_store_for_its_world(bench, tmp_path: Path) -> None:
+    store = tmp_path / "gallery-index-abc"
+    assert bench.earlier_encoding_runs(store, "w") == []
+    bench.record_encoding_runs(store, "w", [_run(0, 1)])
+    assert bench.earlier_encoding_runs(store, "w") == [_run(0, 1)]
+    assert bench.earlier_encoding_runs(store, "another world") == []
+    (store / bench.ENCODING_RUNS).write_text('{"world": ')  # cut short
+    assert bench.earlier_encoding_runs(store, "w") == []
 
 
 def test_earlier_results_are_read_whole_or_not_at_all(bench, tmp_path: Path) -> None:

@@ -230,3 +230,27 @@ def test_embedded_default_uses_the_real_minilm() -> None:
     # The pretrained encoder separates these sentences; a random one would not score ~0.2-0.5.
     sim = torch.nn.functional.cosine_similarity(out.pooled[0], out.pooled[1], dim=0)
     assert -0.2 < sim < 0.7
+
+
+def test_the_tile_tower_encodes_channels_last_on_a_cpu_and_trains_as_before() -> None:
+    """Encoding (no gradient) on a CPU runs the convolutions on channels-last tensors and
+    returns the NCHW computation's embedding up to rounding; training keeps NCHW, so its
+    arithmetic is unchanged."""
+    from planetloc.model.towers import TileCNN
+
+    torch.manual_seed(0)
+    tower = TileCNN(widths=(8, 16), image_size=32)
+    pixels = torch.rand(4, 3, 32, 32)
+    layouts: list[bool] = []
+    tower.features[0].register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    encoded = {}
+    for channels_last in (False, True):
+        tower.cpu_channels_last = channels_last
+        with torch.no_grad():
+            encoded[channels_last] = tower(pixels)
+    assert layouts == [False, True]  # the switch reaches the first convolution
+    assert torch.allclose(encoded[True], encoded[False], atol=1e-5, rtol=1e-4)
+    tower(pixels).square().mean().backward()  # training, with the switch on
+    assert layouts[-1] is False and tower.features[0].weight.grad is not None

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -391,7 +392,9 @@ def test_health_answers_at_once_while_a_hundred_locates_are_batched(
         answers, health = asyncio.run(_flood(url, texts, 100))
     assert [r.status_code for r in answers] == [200] * 100
     assert all(r.json()["tiles"][0]["id"] == expected[r.json()["text"]] for r in answers)
-    assert len(health) >= 3 and max(health) < 0.5, health  # not behind the queued model work
+    # Behind the queued model work, every answer would wait for at least one model call;
+    # the median, not the slowest, so that one answer slowed by a busy machine does not count.
+    assert len(health) >= 3 and statistics.median(health) < slow.delay_s, health
     assert sum(slow.calls) == 100 and len(slow.calls) <= 20 and max(slow.calls) == 16
 
 

@@ -13,8 +13,10 @@ from planetloc.data.manifest import Manifest
 from planetloc.data.shards import sample_key, write_tar
 from planetloc.data.stream import (
     ManifestSource,
+    Source,
     StreamSpec,
     TrainStream,
+    check_styles,
     open_source,
     train_loader,
 )
@@ -196,3 +198,46 @@ def test_a_sample_left_without_a_readable_text_stops_or_is_skipped_and_counted(
     assert sample_key(alone.id) not in {i["key"] for i in items}
     bad = [b for i in items for b in i["bad"]]
     assert len(bad) == 1 and "excluded style" in bad[0]
+
+
+class _Parts(Source):
+    """A source of parts given as lists of records (or an error to raise when read)."""
+
+    description = "test parts"
+
+    def __init__(self, parts: list) -> None:
+        self._parts = parts
+
+    def parts(self, split: str) -> list:
+        return list(range(len(self._parts)))
+
+    def iter_part(self, part: int):
+        from planetloc.data.shards import RawSample
+
+        if isinstance(self._parts[part], Exception):
+            raise self._parts[part]
+        for i, record in enumerate(self._parts[part]):
+            yield RawSample(key=f"{part}-{i}", record=record, sat=b"")
+
+
+def _styled(style: str, n: int, split: str = "train", alt: tuple = ()) -> list[dict]:
+    meta = {"style": style, "alt_texts": {a: "..." for a in alt}}
+    return [{"split": split, "meta": meta} for _ in range(n)]
+
+
+def test_style_names_are_checked_against_samples_from_every_part() -> None:
+    # One style per part, as data stored style by style would be: reading the first two
+    # samples of the whole source would see only `caption`.
+    source = _Parts([_styled("val-only", 3, "val") + _styled("caption", 5), _styled("chatty", 5)])
+    check_styles(source, ("chatty", "caption"), max_samples=2)
+    check_styles(_Parts([_styled("caption", 2, alt=("terse",))]), ("terse",))
+    with pytest.raises(PlanetlocError) as err:
+        check_styles(source, ("chaty", "chatty", "val-only"), max_samples=2)
+    text = str(err.value)
+    assert "2 training samples" in text and "in style 'chaty', 'val-only';" in text
+    assert text.endswith("their styles: caption, chatty")
+    with pytest.raises(PlanetlocError, match="none named"):
+        check_styles(_Parts([[{"split": "train"}]]), ("chatty",))
+    # Nothing readable: the training stream reports the damage, not this check.
+    check_styles(_Parts([PlanetlocError("truncated or damaged shard")]), ("chatty",))
+    check_styles(source, ())  # nothing to check

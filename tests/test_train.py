@@ -473,7 +473,7 @@ def test_a_style_name_no_training_text_has_is_refused(
     with pytest.raises(PlanetlocError) as err:
         train(cfg, progress=False)
     text = str(err.value)
-    assert "'chaty' is the style of no phrasing" in text and "\n" not in text
+    assert "is in style 'chaty';" in text and "\n" not in text
     assert "chatty" in text.split("their styles: ")[1]  # the names that do exist are listed
     assert not (tmp_path / "run").exists()  # refused before any work
 

@@ -483,34 +483,42 @@ def train_loader(source: Source, spec: StreamSpec, *, start_step: int = 0) -> Da
     )
 
 
-def check_styles(source: Source, names: tuple[str, ...], *, samples: int = 1000) -> None:
-    """Refuse a style name (``exclude_styles``) that no phrasing of the first ``samples``
-    training samples is written in: a misspelt name would exclude nothing, silently."""
+def check_styles(source: Source, names: tuple[str, ...], *, max_samples: int = 1000) -> None:
+    """Refuse a style name (``exclude_styles``) that no phrasing of the training samples read
+    is written in: a misspelt name would exclude nothing, silently. Up to ``max_samples``
+    training samples are read, the first ones of every part alike (data stored region by
+    region, or one style after another, is sampled over its whole extent)."""
     if not names:
         return
+    parts = source.parts("train")
+    per_part = max(1, -(-max_samples // max(1, len(parts))))
     seen: set[str] = set()
     count = 0
-    for part in source.parts("train"):
+    for part in parts:
+        taken = 0
         try:
             for sample in source.iter_part(part):
-                if count >= samples:
-                    break
-                if (sample.record or {}).get("split") != "train":
+                record = sample.record or {}
+                if record.get("split") != "train":
                     continue
-                meta = sample.record.get("meta") or {}
-                seen.update([meta["style"]] if meta.get("style") else [])
+                meta = record.get("meta") or {}
+                if style := meta.get("style"):
+                    seen.add(style)
                 seen.update(meta.get("alt_texts") or {})
-                count += 1
+                count, taken = count + 1, taken + 1
+                if taken >= per_part or count >= max_samples:
+                    break
         except PlanetlocError:
             continue  # damage is the training stream's to report or skip, by its own rules
-        if count >= samples:
+        if count >= max_samples:
             break
     unknown = [n for n in names if n not in seen]
-    if unknown:
+    if unknown and count:  # with nothing readable, the training stream says why
         styles = ", ".join(sorted(seen)) or "none named (no meta.style or meta.alt_texts)"
         raise PlanetlocError(
-            f"exclude_styles: {unknown[0]!r} is the style of no phrasing in the first {count} "
-            f"training samples of {source.description}; their styles: {styles}"
+            f"exclude_styles: no phrasing of {count} training samples read across "
+            f"{source.description} is in style {', '.join(map(repr, unknown))}; "
+            f"their styles: {styles}"
         )
 
 
