@@ -479,7 +479,7 @@ def eval_scale() -> str:
     if p:
         runs = p.get("runs", 1)
         over = (
-            f" over {runs} runs (a stopped encoding resumed; time summed, memory the largest)"
+            f"; over {runs} runs, a stopped encoding resumed: time summed, memory the largest"
             if runs > 1
             else ""
         )
@@ -489,8 +489,8 @@ def eval_scale() -> str:
             else "(no rate: the recorded runs do not add up to the whole gallery)"
         )
         out += (
-            f"Gallery encoding: {num(p['tiles'])} tiles {rate}{over} (CPU, model and "
-            f"signatures), FAISS build {num(p['faiss_build_s'])} s.\n"
+            f"Gallery encoding: {num(p['tiles'])} tiles {rate} (CPU, model and "
+            f"signatures{over}), FAISS build {num(p['faiss_build_s'])} s.\n"
         )
     return head + out + source("eval_scale")
 

@@ -173,3 +173,18 @@ def test_the_rewrite_rules_hash_ignores_docstrings_and_comments(
     assert base != digest('"""Rules."""\n\ndef f(x):\n    """Doc."""\n    return x + 2\n')
     with_class = 'class C:\n    """Doc."""\n\n    def g(self):\n        """Only a docstring."""\n'
     assert digest(with_class) == digest("class C:\n    def g(self):\n        pass\n")
+
+
+def test_eval_scale_renders_an_encoding_spread_over_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = _tables()
+    data = json.loads((ROOT / "benchmarks" / "results" / "eval_scale.json").read_text())
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    data["phases"]["index"] |= {"runs": 2, "tiles_per_s": 150.0}
+    (tmp_path / "eval_scale.json").write_text(json.dumps(data))
+    text = tables.render("eval_scale")
+    assert "at 150.0 tiles/s (CPU, model and signatures; over 2 runs, a stopped" in text
+    data["phases"]["index"]["tiles_per_s"] = None  # the runs do not add up to the whole
+    (tmp_path / "eval_scale.json").write_text(json.dumps(data))
+    assert "(no rate: the recorded runs do not add up" in tables.render("eval_scale")
