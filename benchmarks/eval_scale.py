@@ -79,12 +79,13 @@ def memory_entry(mem: PeakMemory, seconds: float, embeddings_gb: float) -> dict[
     }
 
 
-def encode_gallery(loaded: Any, world: Path, index_dir: Path) -> float:
-    """Phase 1 as evaluation runs it: the evaluation table, then the index store; returns
-    the seconds spent reading the table."""
+def encode_gallery(loaded: Any, world: Path, index_dir: Path, timings: dict[str, float]) -> None:
+    """Phase 1 as evaluation runs it: the evaluation table, then the index store. The
+    seconds spent reading the table go to ``timings`` as soon as they are known (a run
+    stopped while encoding counts them out of its encoding time)."""
     start = time.perf_counter()
     table = evaluation_table(world)
-    seconds = time.perf_counter() - start
+    timings["read_table_s"] = time.perf_counter() - start
     build_index(
         Encoder(loaded.model),
         loaded.fingerprint,
@@ -93,7 +94,6 @@ def encode_gallery(loaded: Any, world: Path, index_dir: Path) -> float:
         index_dir,
         options=BuildOptions(require_tile_size=False),
     )
-    return seconds
 
 
 def earlier_results(out: Path) -> dict[str, Any]:
@@ -168,6 +168,34 @@ def earlier_encoding_runs(index_dir: Path, world: str) -> list[dict]:
 def record_encoding_runs(index_dir: Path, world: str, runs: list[dict]) -> None:
     index_dir.mkdir(parents=True, exist_ok=True)
     write_text(index_dir / ENCODING_RUNS, json.dumps({"world": world, "runs": runs}, indent=1))
+
+
+def updated_encoding_runs(
+    runs: list[dict],
+    *,
+    before: int,
+    info: dict[str, Any],
+    stopped: bool,
+    record: dict[str, Any],
+) -> tuple[list[dict], bool]:
+    """The encoding runs after this one, and whether the record file must be written.
+
+    ``before``: shards stored when this run began; ``info``: the finished store's
+    ``index.json`` (empty when the run did not finish); ``stopped``: it ended on SIGTERM or
+    Ctrl-C (a run that failed otherwise records nothing); ``record``: this run's own figures
+    (seconds, encode_s, memory, shards_after). A run that found every shard stored adds
+    nothing, unless the run before it stopped short of finishing the store (this one then
+    merged the shards and built the search structure, so its time and memory count)."""
+    if not info and not stopped:
+        return runs, False
+    reused = info["shards"]["reused"] if info else before
+    reset = reused < before  # stored shards of another world were encoded again
+    if reset:
+        runs, before = [], reused
+    finishing = bool(runs) and not runs[-1]["finished"]
+    if info and reused == info["shards"]["count"] and not finishing:
+        return runs, reset  # only verified a finished store
+    return [*runs, {**record, "shards_before": before, "finished": bool(info)}], True
 
 
 def encoding_summary(runs: list[dict], shards: int, embeddings_gb: float) -> dict[str, Any]:
@@ -315,30 +343,33 @@ def main() -> int:
     mem = PeakMemory()
     start = time.perf_counter()
     info: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    stopped = False
     try:
         with mem:
-            table_seconds = encode_gallery(loaded, world, index_dir)
+            encode_gallery(loaded, world, index_dir, timings)
         info = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
+    except (SystemExit, KeyboardInterrupt):
+        stopped = True
+        raise
     finally:
         signal.signal(signal.SIGTERM, default)
         seconds = time.perf_counter() - start
         used = mem.report()
-        reused = info.get("shards", {}).get("reused", before)
-        if reused < before:  # stored shards of another world were encoded again
-            encodings, before = [], reused
-        encoded = not info or reused < info["shards"]["count"]
-        if encoded:  # a run that only verified a finished store adds nothing to its time
-            encodings.append(
-                {
-                    "date": machine()["date"],
-                    "seconds": round(seconds, 1),
-                    "encode_s": info.get("encode_seconds", round(seconds, 1)),
-                    "finished": bool(info),
-                    "shards_before": before,
-                    "shards_after": info["shards"]["count"] if info else stored_shards(index_dir),
-                    **{k: used[k] for k in MEMORY_KEYS},
-                }
-            )
+        record = {
+            "date": machine()["date"],
+            "seconds": round(seconds, 1),
+            # Encoding alone: a stopped run's time less reading the table.
+            "encode_s": info.get(
+                "encode_seconds", round(seconds - timings.get("read_table_s", 0.0), 1)
+            ),
+            "shards_after": info["shards"]["count"] if info else stored_shards(index_dir),
+            **{k: used[k] for k in MEMORY_KEYS},
+        }
+        encodings, write = updated_encoding_runs(
+            encodings, before=before, info=info, stopped=stopped, record=record
+        )
+        if write:
             record_encoding_runs(index_dir, args.world, encodings)
         payload["encoding_runs"] = encodings
         save()
@@ -347,7 +378,7 @@ def main() -> int:
     emb_gb = (index_dir / "embeddings.npy").stat().st_size / GB
     whole = encoding_summary(encodings, info["shards"]["count"], emb_gb)
     payload["phases"]["index"] = memory_entry(mem, seconds, emb_gb) | {
-        "read_table_s": round(table_seconds, 1),
+        "read_table_s": round(timings["read_table_s"], 1),
         "faiss_build_s": info["build_seconds"],
         "tiles": info["count"],
         "shards_reused": info["shards"]["reused"],
@@ -356,6 +387,7 @@ def main() -> int:
     }
     if encodings:  # over the runs that encoded the gallery: time summed, memory the largest
         payload["phases"]["index"] |= whole
+    payload["phases"]["index"]["runs"] = len(encodings)
     # Tiles/s of encoding alone, and only when the runs add up to the whole gallery.
     payload["phases"]["index"]["tiles_per_s"] = (
         round(info["count"] / max(whole["encode_s"], 1e-9), 1) if whole["timed_whole"] else None

@@ -8,8 +8,8 @@ encodes on a CPU with its convolutions reading channels-last tensors
   switch on and off (the code that ships);
 - training: forward and backward at the training batch of 64, in float32 and, where the CPU
   does bf16 natively, under bf16 autocast (as ``make demo`` trains there), with the input
-  given in either layout (the switch does not apply with gradients): the measurement behind
-  training keeping NCHW.
+  given in either layout (the switch does not apply with gradients; training keeps NCHW so
+  that its arithmetic, and the resumption of earlier runs, stay exact).
 
 Each case runs ``--repeats`` times, the layouts alternating so that both see the same
 machine. Baseline in the same run: NCHW. Also reported: the largest difference between the

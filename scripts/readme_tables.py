@@ -483,11 +483,12 @@ def eval_scale() -> str:
             if runs > 1
             else ""
         )
-        rate = (
-            f"at {num(p['tiles_per_s'])} tiles/s"
-            if p.get("tiles_per_s") is not None
-            else "(no rate: the recorded runs do not add up to the whole gallery)"
-        )
+        if p.get("tiles_per_s") is not None:
+            rate = f"at {num(p['tiles_per_s'])} tiles/s"
+        elif runs == 0:
+            rate = "in a store finished before encoding runs were recorded (no rate)"
+        else:
+            rate = "(no rate: the recorded runs do not add up to the whole gallery)"
         out += (
             f"Gallery encoding: {num(p['tiles'])} tiles {rate} (CPU, model and "
             f"signatures{over}), FAISS build {num(p['faiss_build_s'])} s.\n"

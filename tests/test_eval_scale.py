@@ -78,3 +78,33 @@ def test_earlier_results_are_read_whole_or_not_at_all(bench, tmp_path: Path) -> 
     assert bench.earlier_results(tmp_path / "cut.json") == {}
     (tmp_path / "ok.json").write_text('{"config": {"world": "w"}}')
     assert bench.earlier_results(tmp_path / "ok.json") == {"config": {"world": "w"}}
+
+
+def _info(count: int, reused: int) -> dict:
+    return {"shards": {"count": count, "reused": reused}}
+
+
+def test_which_runs_an_encoding_records(bench) -> None:
+    update = bench.updated_encoding_runs
+    mine = {"seconds": 5.0, "shards_after": 3}
+    # Stopped part-way: recorded, not finished.
+    runs, write = update([], before=0, info={}, stopped=True, record=mine)
+    assert write and runs == [{**mine, "shards_before": 0, "finished": False}]
+    # Resumed and finished: chained onto the stopped one.
+    done = {"seconds": 4.0, "shards_after": 5}
+    runs, write = update(runs, before=3, info=_info(5, 3), stopped=False, record=done)
+    assert write and [r["finished"] for r in runs] == [False, True]
+    assert bench.chained(runs, 5)
+    # Only verifying the finished store adds nothing.
+    assert update(runs, before=5, info=_info(5, 5), stopped=False, record=done) == (runs, False)
+    # A run that failed (not stopped) records nothing.
+    assert update(runs, before=5, info={}, stopped=False, record=done) == (runs, False)
+    # Stopped after storing every shard but before finishing the store: the next run, which
+    # reuses every shard, merged and built the search structure, so it counts.
+    stopped_late = [{**mine, "shards_after": 5, "shards_before": 0, "finished": False}]
+    runs, write = update(stopped_late, before=5, info=_info(5, 5), stopped=False, record=done)
+    assert write and len(runs) == 2 and runs[-1]["finished"] and bench.chained(runs, 5)
+    # Stored shards of another world were encoded again: earlier records no longer apply.
+    runs, write = update(stopped_late, before=5, info=_info(5, 1), stopped=False, record=done)
+    assert write and runs == [{**done, "shards_before": 1, "finished": True}]
+    assert not bench.chained(runs, 5)

@@ -188,3 +188,6 @@ def test_eval_scale_renders_an_encoding_spread_over_runs(
     data["phases"]["index"]["tiles_per_s"] = None  # the runs do not add up to the whole
     (tmp_path / "eval_scale.json").write_text(json.dumps(data))
     assert "(no rate: the recorded runs do not add up" in tables.render("eval_scale")
+    data["phases"]["index"]["runs"] = 0  # a store finished before runs were recorded
+    (tmp_path / "eval_scale.json").write_text(json.dumps(data))
+    assert "tiles in a store finished before encoding runs" in tables.render("eval_scale")

@@ -392,9 +392,10 @@ def test_health_answers_at_once_while_a_hundred_locates_are_batched(
         answers, health = asyncio.run(_flood(url, texts, 100))
     assert [r.status_code for r in answers] == [200] * 100
     assert all(r.json()["tiles"][0]["id"] == expected[r.json()["text"]] for r in answers)
-    # Behind the queued model work, every answer would wait for at least one model call;
-    # the median, not the slowest, so that one answer slowed by a busy machine does not count.
-    assert len(health) >= 3 and statistics.median(health) < slow.delay_s, health
+    # Behind the queued model work an answer would wait for the rest of a model call (about
+    # 0.15 s of 0.2 here); a free server answers in milliseconds. The median, not the
+    # slowest, so that one answer slowed by a busy machine does not count.
+    assert len(health) >= 3 and statistics.median(health) < slow.delay_s / 4, health
     assert sum(slow.calls) == 100 and len(slow.calls) <= 20 and max(slow.calls) == 16
 
 

@@ -486,11 +486,12 @@ def train_loader(source: Source, spec: StreamSpec, *, start_step: int = 0) -> Da
 def check_styles(source: Source, names: tuple[str, ...], *, max_samples: int = 1000) -> None:
     """Refuse a style name (``exclude_styles``) that no phrasing of the training samples read
     is written in: a misspelt name would exclude nothing, silently. Up to ``max_samples``
-    training samples are read, the first ones of every part alike (data stored region by
-    region, or one style after another, is sampled over its whole extent)."""
+    training samples are read, the first ones of parts spread evenly over the whole source
+    (data stored region by region, or one style after another, is sampled over its extent)."""
     if not names:
         return
     parts = source.parts("train")
+    parts = parts[:: max(1, -(-len(parts) // max_samples))]
     per_part = max(1, -(-max_samples // max(1, len(parts))))
     seen: set[str] = set()
     count = 0

@@ -186,8 +186,9 @@ class TileCNN(nn.Module):
         self.image_size = image_size
 
     # Encoding on a CPU (no gradient) reads channels-last tensors, which oneDNN runs faster
-    # there; training measured slower that way, so it keeps NCHW (benchmarks/tile_tower.py).
-    # False gives the NCHW arithmetic of earlier versions bit for bit. On a GPU the layout is
+    # there (benchmarks/tile_tower.py). Training keeps NCHW, so that its arithmetic stays
+    # that of earlier versions and runs resumed from their checkpoints continue exactly.
+    # False gives the NCHW arithmetic for encoding too, bit for bit. On a GPU the layout is
     # left as it comes: it was not measured there.
     cpu_channels_last: bool = True
 
