@@ -435,8 +435,8 @@ def train_scale() -> str:
     return out + source("train_scale")
 
 
-def eval_scale() -> str:
-    d = load("eval_scale")
+def eval_scale(name: str = "eval_scale") -> str:
+    d = load(name)
     w = d["world"]
     changed = ", ".join(f"{k} {v}" for k, v in w["overrides"].items())
     splits = ", ".join(f"{num(n)} {k}" for k, n in w["splits"].items())
@@ -493,7 +493,7 @@ def eval_scale() -> str:
             f"Gallery encoding: {num(p['tiles'])} tiles {rate} (CPU, model and "
             f"signatures{over}), FAISS build {num(p['faiss_build_s'])} s.\n"
         )
-    return head + out + source("eval_scale")
+    return head + out + source(name)
 
 
 def eval_memory() -> str:
@@ -914,6 +914,7 @@ def gpu_train() -> str:
 RERUN = {
     "crossview_long": "benchmarks/crossview.py --steps 500 --seeds 3 --variants text image "
     "joint-w0.25-inbatch --out benchmarks/results/crossview_long.json",
+    "eval_scale_xl": "benchmarks/eval_scale.py --out benchmarks/results/eval_scale_xl.json",
 }
 
 RENDERERS: dict[str, Callable[[], str]] = {
@@ -926,6 +927,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "train_scale": train_scale,
     "gpu_train": gpu_train,
     "eval_scale": eval_scale,
+    "eval_scale_xl": lambda: eval_scale("eval_scale_xl"),
     "eval_memory": eval_memory,
     "index": index,
     "index_rebuild": index_rebuild,

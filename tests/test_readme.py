@@ -191,3 +191,19 @@ def test_eval_scale_renders_an_encoding_spread_over_runs(
     data["phases"]["index"]["runs"] = 0  # a store finished before runs were recorded
     (tmp_path / "eval_scale.json").write_text(json.dumps(data))
     assert "tiles in a store finished before encoding runs" in tables.render("eval_scale")
+
+
+def test_the_million_tile_run_renders_from_its_own_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables = _tables()
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert "eval_scale.py --out benchmarks/results/eval_scale_xl.json" in tables.render(
+        "eval_scale_xl"
+    )
+    data = json.loads((ROOT / "benchmarks" / "results" / "eval_scale.json").read_text())
+    data["summary"]["queries_world"] = 9876
+    (tmp_path / "eval_scale_xl.json").write_text(json.dumps(data))
+    text = tables.render("eval_scale_xl")
+    assert "9,876 world queries" in text
+    assert text.endswith("*From `benchmarks/results/eval_scale_xl.json`.*\n")
