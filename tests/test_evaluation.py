@@ -186,6 +186,43 @@ def test_scale_safe_ranking_equals_the_full_matrix_at_any_budget() -> None:
     assert np.array_equal(near.ranks, ref_ranks) and np.array_equal(near.top[:, 0], ref_top1)
 
 
+def test_full_ranking_gathers_only_tiles_that_can_enter_the_top(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import planetloc.eval.retrieval as retrieval
+
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(40, 8)).astype(np.float32)
+    g = rng.normal(size=(3000, 8)).astype(np.float32)
+    true = rng.integers(0, 3000, 40)
+    scores = q.astype(np.float64) @ g.astype(np.float64).T
+    whole_blocks = []
+    monkeypatch.setattr(retrieval, "top_k", lambda s, k: whole_blocks.append(1) or top_k(s, k))
+    budget = 8 * (8 + 4 * 40) * 100  # gallery blocks of 100 tiles: 30 of them
+    got = rank_full(Scorer(Queries(text=q), g), true, np.arange(3000), keep=5, budget_bytes=budget)
+    assert np.array_equal(got.ranks, rank_of(scores, true))
+    assert np.array_equal(got.top, order(scores)[:, :5])
+    # The first block (100 tiles, more than 8 per place of a 5-long list) is selected whole;
+    # later ones mostly gather the few above each list's last.
+    assert 1 <= len(whole_blocks) < 10
+
+
+def test_full_ranking_ignores_a_last_bit_difference_in_the_true_tiles_score() -> None:
+    class Rounded(Scorer):
+        # The true score computed apart (one value) a bit below the block's BLAS value.
+        def true(self, qs: slice, true_rows: np.ndarray) -> np.ndarray:
+            return np.nextafter(super().true(qs, true_rows), -np.inf)
+
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(30, 8)).astype(np.float32)
+    g = rng.normal(size=(500, 8)).astype(np.float32)
+    true = rng.integers(0, 500, 30)
+    scores = q.astype(np.float64) @ g.astype(np.float64).T
+    got = rank_full(Rounded(Queries(text=q), g), true, np.arange(500), keep=1)
+    # Ranks past the kept top come from counting the tiles that beat the true one.
+    assert np.array_equal(got.ranks, rank_of(scores, true))
+
+
 def test_reranking_touches_the_top_of_the_protocols_candidates_only() -> None:
     rng = np.random.default_rng(1)
     q = rng.normal(size=(20, 8)).astype(np.float32)

@@ -381,6 +381,27 @@ def test_index_refuses_another_model_and_damaged_files(
         GalleryIndex.open(tmp_path)
 
 
+def test_evaluation_maps_the_vectors_without_the_tile_table_or_faiss(
+    tiny_index: Path, tmp_path: Path
+) -> None:
+    from planetloc.index.store import open_vectors
+
+    full = GalleryIndex.open(tiny_index)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_index, copy)
+    # What evaluation reads must not depend on the files it has no use for.
+    (copy / "faiss.index").write_bytes(b"garbage")
+    (copy / "meta.parquet").unlink()
+    vectors = open_vectors(copy)
+    assert isinstance(vectors.embeddings, np.memmap)
+    assert np.array_equal(vectors.embeddings, full.embeddings)
+    assert vectors.phys.keys() == full.phys.keys()
+    assert all(np.array_equal(vectors.phys[b], full.phys[b]) for b in full.phys)
+    (copy / "phys_tex.npy").write_bytes(b"garbage")
+    with pytest.raises(PlanetlocError, match="damaged index"):
+        open_vectors(copy)
+
+
 def test_tile_size_comes_from_the_samples(
     tiny_checkpoint: Path, small_world: Manifest, tmp_path: Path
 ) -> None:

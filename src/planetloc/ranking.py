@@ -46,8 +46,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     above = scores > kth
     tied = scores == kth
     need = k - above.sum(1, keepdims=True)
+    take = above | tied
     # Among equal scores, lower columns first: the first ``need`` tied columns of each row.
-    take = above | (tied & (np.cumsum(tied, axis=1) <= need))
+    # Only rows with more ties than places need the running count (rarely any: it is a full
+    # pass over the block).
+    crowded = np.flatnonzero(tied.sum(1) > need[:, 0])
+    if len(crowded):
+        sub = tied[crowded]
+        take[crowded] = above[crowded] | (sub & (np.cumsum(sub, axis=1) <= need[crowded]))
     cols = np.nonzero(take)[1].reshape(q, k)  # row-major: columns ascending within each row
     picked = np.take_along_axis(scores, cols, axis=1)
     return np.take_along_axis(cols, np.argsort(-picked, axis=1, kind="stable"), axis=1).astype(

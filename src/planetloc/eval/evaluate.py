@@ -251,7 +251,7 @@ def evaluate_model(
     ``text_cache``: a folder where a frozen text trunk's features of the queries are kept,
     so that every model sharing that trunk (ablations, seeds, recipes) computes them once.
     """
-    from planetloc.index.store import BuildOptions, GalleryIndex, build_index
+    from planetloc.index.store import BuildOptions, build_index, open_vectors
 
     if m < 1:
         raise PlanetlocError(f"--m must be at least 1, got {m}")
@@ -294,8 +294,8 @@ def evaluate_model(
         options=BuildOptions(require_tile_size=False),
         progress=progress,
     )
-    index = GalleryIndex.open(index_dir)
-    gallery = Gallery(embeddings=index.embeddings, phys=index.phys)
+    stored = open_vectors(index_dir)
+    gallery = Gallery(embeddings=stored.embeddings, phys=stored.phys)
     queries, truncated = encode_queries(
         encoder,
         table,

@@ -53,10 +53,11 @@ class Scorer:
         self.q = queries
         self.gallery = gallery  # (G, E) array or memmap
 
-    def _rows(self, rows: np.ndarray) -> np.ndarray:
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """float64 gallery vectors of ``rows`` (read once, scored against many queries)."""
         return np.asarray(self.gallery[np.asarray(rows)], dtype=np.float64)
 
-    def _against(self, qs: slice, g: np.ndarray) -> np.ndarray:
+    def against(self, qs: slice, g: np.ndarray) -> np.ndarray:
         """(nq, n) scores of queries ``qs`` against gallery vectors ``g`` (n, E)."""
         text = None if self.q.text is None else np.asarray(self.q.text[qs], dtype=np.float64)
         view = None if self.q.view is None else np.asarray(self.q.view[qs], dtype=np.float64)
@@ -70,18 +71,15 @@ class Scorer:
             torch.from_numpy(text), torch.from_numpy(view), torch.from_numpy(g), self.q.joint
         ).numpy()
 
-    def block(self, qs: slice, rows: np.ndarray) -> np.ndarray:
-        return self._against(qs, self._rows(rows))
-
     def pairs(self, qs: slice, cand: np.ndarray) -> np.ndarray:
         """(nq, m) scores of query i against its own candidate rows ``cand[i]``."""
         if self.q.text is None or self.q.view is None:
             q = self.q.text if self.q.text is not None else self.q.view
-            g = self._rows(cand.ravel()).reshape(*cand.shape, -1)
+            g = self.vectors(cand.ravel()).reshape(*cand.shape, -1)
             return np.einsum("qd,qmd->qm", np.asarray(q[qs], dtype=np.float64), g)
         out = np.empty(cand.shape, dtype=np.float64)
         for i, q in enumerate(range(qs.start, qs.stop)):
-            out[i] = self._against(slice(q, q + 1), self._rows(cand[i]))[0]
+            out[i] = self.against(slice(q, q + 1), self.vectors(cand[i]))[0]
         return out
 
     def true(self, qs: slice, true_rows: np.ndarray) -> np.ndarray:
@@ -141,40 +139,106 @@ def rank_full(
     rerank: Rerank | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> Ranking:
-    """Rank every query against all ``gallery_rows`` (sorted index rows), exactly."""
+    """Rank every query against all ``gallery_rows`` (sorted index rows), exactly.
+
+    The gallery is the outer loop: each block of it is read and converted once, then scored
+    against every query chunk; a query keeps a count of the tiles beating its true tile and
+    its best ``head`` so far (queries x head, a few MB for tens of thousands of queries).
+    """
     true_rows = np.asarray(true_rows, dtype=np.int64)
     rows = np.asarray(gallery_rows, dtype=np.int64)
     nq, ng = len(true_rows), len(rows)
     head = min(ng, max(keep, rerank.top if rerank else 0, 1))
-    ranks = np.zeros(nq, dtype=np.int64)
-    top = np.full((nq, head), -1, dtype=np.int64)
-    dim = scorer.gallery.shape[1]
-    g_chunk = max(1, min(ng, budget_bytes // (8 * (dim + 64 * 4))))
-    q_chunk = max(1, min(nq, budget_bytes // (8 * 4 * max(g_chunk, 1))))
+    g_chunk, q_chunk = _blocks(budget_bytes, nq, ng, scorer.gallery.shape[1])
+    true_scores = np.empty(nq)
     for q0 in range(0, nq, q_chunk):
         qs = slice(q0, min(nq, q0 + q_chunk))
-        t_rows = true_rows[qs]
-        true_scores = scorer.true(qs, t_rows)
-        check_finite(true_scores)
-        better = np.zeros(len(t_rows), dtype=np.int64)
-        run_rows = np.zeros((len(t_rows), 0), dtype=np.int64)
-        run_vals = np.zeros((len(t_rows), 0))
-        for g0 in range(0, ng, g_chunk):
-            g_rows = rows[g0 : g0 + g_chunk]
-            s = scorer.block(qs, g_rows)
-            check_finite(s)
-            t = true_scores[:, None]
-            better += ((s > t) | ((s == t) & (g_rows[None, :] < t_rows[:, None]))).sum(1)
-            pick = top_k(s, head)
-            vals = np.concatenate([run_vals, np.take_along_axis(s, pick, axis=1)], axis=1)
-            cand = np.concatenate([run_rows, g_rows[pick]], axis=1)
+        true_scores[qs] = scorer.true(qs, true_rows[qs])
+    check_finite(true_scores)
+    better = np.zeros(nq, dtype=np.int64)
+    # Padding that any real score displaces (-inf sorts last); every slot is real at the end,
+    # since the gallery holds at least ``head`` tiles.
+    run_rows = np.full((nq, head), -1, dtype=np.int64)
+    run_vals = np.full((nq, head), -np.inf)
+    for g0 in range(0, ng, g_chunk):
+        g_rows = rows[g0 : g0 + g_chunk]
+        g = scorer.vectors(g_rows)
+        for q0 in range(0, nq, q_chunk):
+            qs = slice(q0, min(nq, q0 + q_chunk))
+            s = scorer.against(qs, g)
+            if not np.isfinite(s).all():
+                check_finite(s)
+            t, t_rows = true_scores[qs, None], true_rows[qs, None]
+            better[qs] += np.count_nonzero(s > t, axis=1)
+            tied = s == t
+            if tied.any():
+                better[qs] += np.count_nonzero(tied & (g_rows[None, :] < t_rows), axis=1)
+            # The true tile never beats itself, though its score in the block (a BLAS product)
+            # may exceed ``true_scores`` (a dot product computed apart) in the last bit.
+            here, col = _own_columns(g_rows, t_rows[:, 0])
+            better[q0 + here] -= s[here, col] > t[here, 0]
+            vals, cand = _entrants(s, g_rows, run_vals[qs], head)
+            vals = np.concatenate([run_vals[qs], vals], axis=1)
+            cand = np.concatenate([run_rows[qs], cand], axis=1)
             best = np.lexsort((cand, -vals), axis=1)[:, :head]
-            run_rows = np.take_along_axis(cand, best, axis=1)
-            run_vals = np.take_along_axis(vals, best, axis=1)
-        ordered = rerank.apply(qs, run_rows, run_vals) if rerank else run_rows
-        ranks[qs] = _ranks_from(ordered, t_rows, better)
-        top[qs] = ordered
-    return Ranking(ranks=ranks, top=top[:, :keep], candidates=ng)
+            run_rows[qs] = np.take_along_axis(cand, best, axis=1)
+            run_vals[qs] = np.take_along_axis(vals, best, axis=1)
+    ranks = np.zeros(nq, dtype=np.int64)
+    for q0 in range(0, nq, q_chunk):
+        qs = slice(q0, min(nq, q0 + q_chunk))
+        ordered = rerank.apply(qs, run_rows[qs], run_vals[qs]) if rerank else run_rows[qs]
+        ranks[qs] = _ranks_from(ordered, true_rows[qs], better[qs])
+        run_rows[qs] = ordered
+    return Ranking(ranks=ranks, top=run_rows[:, :keep], candidates=ng)
+
+
+def _own_columns(g_rows: np.ndarray, t_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(queries, columns) of the queries whose true row is in the sorted block ``g_rows``."""
+    col = np.minimum(np.searchsorted(g_rows, t_rows), len(g_rows) - 1)
+    here = np.flatnonzero(g_rows[col] == t_rows)
+    return here, col[here]
+
+
+# Past this many entrants per list place, selecting the block's top is cheaper than gathering.
+_MAX_ENTRANTS = 8
+
+
+def _entrants(
+    s: np.ndarray, g_rows: np.ndarray, run_vals: np.ndarray, head: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, rows) of a score block that may enter the queries' running top lists.
+
+    A tile scoring below a query's current ``head``-th best can never enter, so once the lists
+    are full only the few at or above that value are gathered (padded with -inf and row -1);
+    while they are filling, or when a query has many such tiles, the block's own top ``head``.
+    """
+    keep = s >= run_vals[:, -1:]
+    counts = np.count_nonzero(keep, axis=1)
+    if counts.max(initial=0) > _MAX_ENTRANTS * head:
+        pick = top_k(s, head)
+        return np.take_along_axis(s, pick, axis=1), g_rows[pick]
+    r, c = np.divmod(np.flatnonzero(keep), s.shape[1])
+    width = int(counts.max(initial=0))
+    pos = np.arange(len(r)) - np.repeat(np.cumsum(counts) - counts, counts)
+    vals = np.full((len(s), width), -np.inf)
+    rows = np.full((len(s), width), -1, dtype=np.int64)
+    vals[r, pos] = s[r, c]
+    rows[r, pos] = g_rows[c]
+    return vals, rows
+
+
+# Temporaries of a score block while it is counted and its best picked (the float64 scores,
+# and, when its top is taken whole, their negation and partition), as float64 blocks.
+_BLOCK_COPIES = 4
+
+
+def _blocks(budget_bytes: int, nq: int, ng: int, dim: int) -> tuple[int, int]:
+    """(gallery rows, queries) per block so that a block's work stays within the budget:
+    a gallery block (float64) plus the temporaries of one score block."""
+    q_chunk = max(1, min(nq, 512))
+    per_row = 8 * (dim + _BLOCK_COPIES * q_chunk)
+    g_chunk = max(1, min(ng, budget_bytes // per_row))
+    return g_chunk, q_chunk
 
 
 def rank_candidates(

@@ -290,6 +290,48 @@ def _write_meta(folder: Path, table: SampleTable, rows: np.ndarray) -> None:
 
 
 @dataclass
+class StoredVectors:
+    """An index folder's memory-mapped embeddings, without its tile table or FAISS index."""
+
+    folder: Path
+    info: dict[str, Any]
+    embeddings: np.ndarray  # (N, D)
+    phys: dict[str, np.ndarray]  # (N, P) per branch
+
+
+def open_vectors(folder: str | os.PathLike[str]) -> StoredVectors:
+    """Map an index folder's embeddings, checked against ``index.json``.
+
+    Evaluation needs only these: the FAISS copy and the tile table (ids, paths) of a
+    million-tile store would add about 2 GB of memory that ranking never reads.
+    """
+    root = Path(folder)
+    meta_path = root / "index.json"
+    if not meta_path.is_file():
+        raise PlanetlocError(
+            f"{root}: not a finished index (no index.json); build it with `planetloc index build`"
+        )
+    try:
+        info = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PlanetlocError(f"{meta_path}: damaged index description ({err})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        got = info.get("format") if isinstance(info, dict) else None
+        raise PlanetlocError(f"{meta_path}: unsupported index format {got!r} (expected {FORMAT})")
+    try:
+        count, dim = int(info["count"]), int(info["embed_dim"])
+        emb = np.load(root / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        phys = {
+            b: np.load(root / f"phys_{b}.npy", mmap_mode="r", allow_pickle=False) for b in BRANCHES
+        }
+    except Exception as err:  # numpy and KeyError mean the same to a user
+        raise PlanetlocError(f"{root}: damaged index ({type(err).__name__}: {err})") from None
+    if emb.shape != (count, dim) or any(len(p) != count for p in phys.values()):
+        raise PlanetlocError(f"{root}: embeddings {emb.shape} do not match index.json")
+    return StoredVectors(folder=root, info=info, embeddings=emb, phys=phys)
+
+
+@dataclass
 class GalleryIndex:
     """An opened index. ``rows`` are positions in it; ``ids`` are the tiles' sample ids."""
 
@@ -324,45 +366,23 @@ class GalleryIndex:
         """Open an index folder; every file is checked and refused with one line if damaged."""
         import pyarrow.parquet as pq
 
-        root = Path(folder)
-        meta_path = root / "index.json"
-        if not meta_path.is_file():
-            raise PlanetlocError(
-                f"{root}: not a finished index (no index.json); "
-                "build it with `planetloc index build`"
-            )
+        vectors = open_vectors(folder)
+        root, info, count = vectors.folder, vectors.info, len(vectors.embeddings)
         try:
-            info = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise PlanetlocError(f"{meta_path}: damaged index description ({err})") from None
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            got = info.get("format") if isinstance(info, dict) else None
-            raise PlanetlocError(
-                f"{meta_path}: unsupported index format {got!r} (expected {FORMAT})"
-            )
-        try:
-            count, dim = int(info["count"]), int(info["embed_dim"])
-            emb = np.load(root / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-            phys = {
-                b: np.load(root / f"phys_{b}.npy", mmap_mode="r", allow_pickle=False)
-                for b in BRANCHES
-            }
             meta = pq.read_table(root / "meta.parquet").to_pydict()
             params = SearchParams.from_dict(info["search"])
         except PlanetlocError:
             raise
-        except Exception as err:  # numpy, pyarrow and KeyError all mean the same to a user
+        except Exception as err:  # pyarrow and KeyError mean the same to a user
             raise PlanetlocError(f"{root}: damaged index ({type(err).__name__}: {err})") from None
-        if emb.shape != (count, dim) or any(len(p) != count for p in phys.values()):
-            raise PlanetlocError(f"{root}: embeddings {emb.shape} do not match index.json")
         if len(meta.get("id", ())) != count:
             raise PlanetlocError(f"{root}: meta.parquet does not list {count} tiles")
         index = open_faiss(root / "faiss.index", params, count)
         return cls(
             folder=root,
             info=info,
-            embeddings=emb,
-            phys=phys,
+            embeddings=vectors.embeddings,
+            phys=vectors.phys,
             ids=np.asarray(meta["id"]),
             lat=np.asarray(meta["lat"], dtype=np.float64),
             lon=np.asarray(meta["lon"], dtype=np.float64),
