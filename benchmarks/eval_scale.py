@@ -48,6 +48,7 @@ import numpy as np
 
 from memwatch import GB, PeakMemory, folder_gb, free_disk_gb, machine
 from planetloc.atomic import write_text
+from planetloc.data.caches import CACHE_FOLDER
 from planetloc.data.synth.config import preset_config
 from planetloc.data.synth.generate import check_world, generate_world
 from planetloc.data.synth.world_shards import SHARD_DIR
@@ -233,6 +234,11 @@ def _exit_on_sigterm() -> Callable[[int, Any], None]:
     return handler
 
 
+def world_disk_gb(world: Path) -> float:
+    """The world's files, without the query features an evaluation caches beside them."""
+    return folder_gb(world) - folder_gb(world / CACHE_FOLDER)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # PLANET at the lambda synthcore.py chose on val
@@ -318,11 +324,12 @@ def main() -> int:
                 save()
         print()
     summary = json.loads((world / "world.json").read_text(encoding="utf-8"))
+    world_gb = world_disk_gb(world)
     payload["world"].update(
         samples=summary["samples"],
         splits=summary["splits"],
-        disk_gb=round(folder_gb(world), 2),
-        bytes_per_sample=round(folder_gb(world) * GB / summary["samples"]),
+        disk_gb=round(world_gb, 2),
+        bytes_per_sample=round(world_gb * GB / summary["samples"]),
         seconds_this_run=round(time.perf_counter() - start, 1),
         generation_runs=runs,
         generation=generation_summary(runs, summary["samples"]),

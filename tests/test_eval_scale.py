@@ -108,3 +108,11 @@ def test_which_runs_an_encoding_records(bench) -> None:
     runs, write = update(stopped_late, before=5, info=_info(5, 1), stopped=False, record=done)
     assert write and runs == [{**done, "shards_before": 1, "finished": True}]
     assert not bench.chained(runs, 5)
+
+
+def test_the_worlds_disk_size_leaves_out_the_feature_cache(bench, tmp_path: Path) -> None:
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "a.tar").write_bytes(b"x" * 3000)
+    (tmp_path / ".planetloc-cache" / "trunk").mkdir(parents=True)
+    (tmp_path / ".planetloc-cache" / "trunk" / "tokens.f16").write_bytes(b"y" * 5000)
+    assert bench.world_disk_gb(tmp_path) * bench.GB == pytest.approx(3000)

@@ -207,7 +207,9 @@ def test_full_ranking_gathers_only_tiles_that_can_enter_the_top(
     assert 1 <= len(whole_blocks) < 10
 
 
-def test_full_ranking_ignores_a_last_bit_difference_in_the_true_tiles_score() -> None:
+def test_full_ranking_ignores_a_last_bit_difference_in_the_true_tiles_score(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     class Rounded(Scorer):
         # The true score computed apart (one value) a bit below the block's BLAS value.
         def true(self, qs: slice, true_rows: np.ndarray) -> np.ndarray:
@@ -218,9 +220,12 @@ def test_full_ranking_ignores_a_last_bit_difference_in_the_true_tiles_score() ->
     g = rng.normal(size=(500, 8)).astype(np.float32)
     true = rng.integers(0, 500, 30)
     scores = q.astype(np.float64) @ g.astype(np.float64).T
-    got = rank_full(Rounded(Queries(text=q), g), true, np.arange(500), keep=1)
+    got = rank_full(Rounded(Queries(text=q), g), true, np.arange(500), keep=1, progress="ranking t")
     # Ranks past the kept top come from counting the tiles that beat the true one.
     assert np.array_equal(got.ranks, rank_of(scores, true))
+    # A labelled ranking shows its progress in gallery tiles.
+    err = capsys.readouterr().err
+    assert "ranking t" in err and "500/500" in err
 
 
 def test_reranking_touches_the_top_of_the_protocols_candidates_only() -> None:

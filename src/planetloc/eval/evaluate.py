@@ -154,6 +154,7 @@ def rank_set(
     rerank_alpha: float = 0.0,
     keep: int = 10,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: bool = False,
 ) -> Ranking:
     """Rank one set's queries (rows of ``queries`` in set order) under one protocol."""
     scorer = Scorer(queries, gallery.embeddings)
@@ -165,7 +166,13 @@ def rank_set(
     true = es.true_rows
     if m is None:
         return rank_full(
-            scorer, true, es.gallery, keep=keep, rerank=rerank, budget_bytes=budget_bytes
+            scorer,
+            true,
+            es.gallery,
+            keep=keep,
+            rerank=rerank,
+            budget_bytes=budget_bytes,
+            progress=f"ranking {es.name}" if progress else None,
         )
     gll = es.table.latlon(es.gallery)
     local_true = np.searchsorted(es.gallery, true)
@@ -330,7 +337,9 @@ def evaluate_model(
     }
     for es in sets:
         q = _subset(queries, np.asarray([position[int(r)] for r in es.queries]))
-        full = rank_set(q, gallery, es, m=None, rerank_alpha=alpha, budget_bytes=budget_bytes)
+        full = rank_set(
+            q, gallery, es, m=None, rerank_alpha=alpha, budget_bytes=budget_bytes, progress=progress
+        )
         near = rank_set(
             q, gallery, es, m=m, nearest=nearest, rerank_alpha=alpha, budget_bytes=budget_bytes
         )

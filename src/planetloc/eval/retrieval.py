@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from planetloc.eval.metrics import MISSING, rank_in_candidates
 from planetloc.ranking import check_finite, top_k
@@ -138,8 +139,10 @@ def rank_full(
     keep: int,
     rerank: Rerank | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: str | None = None,
 ) -> Ranking:
-    """Rank every query against all ``gallery_rows`` (sorted index rows), exactly.
+    """Rank every query against all ``gallery_rows`` (sorted index rows), exactly; with
+    ``progress`` (a label), a bar counts the gallery tiles scored.
 
     The gallery is the outer loop: each block of it is read and converted once, then scored
     against every query chunk; a query keeps a count of the tiles beating its true tile and
@@ -160,6 +163,7 @@ def rank_full(
     # since the gallery holds at least ``head`` tiles.
     run_rows = np.full((nq, head), -1, dtype=np.int64)
     run_vals = np.full((nq, head), -np.inf)
+    bar = tqdm(total=ng, desc=progress, unit="tile", unit_scale=True, disable=progress is None)
     for g0 in range(0, ng, g_chunk):
         g_rows = rows[g0 : g0 + g_chunk]
         g = scorer.vectors(g_rows)
@@ -183,6 +187,8 @@ def rank_full(
             best = np.lexsort((cand, -vals), axis=1)[:, :head]
             run_rows[qs] = np.take_along_axis(cand, best, axis=1)
             run_vals[qs] = np.take_along_axis(vals, best, axis=1)
+        bar.update(len(g_rows))
+    bar.close()
     ranks = np.zeros(nq, dtype=np.int64)
     for q0 in range(0, nq, q_chunk):
         qs = slice(q0, min(nq, q0 + q_chunk))
