@@ -228,6 +228,25 @@ def test_full_ranking_ignores_a_last_bit_difference_in_the_true_tiles_score(
     assert "ranking t" in err and "500/500" in err
 
 
+def test_copies_of_the_true_tile_rank_by_row_whatever_the_block_arithmetic() -> None:
+    # Blank tiles (sea, cloud) share one embedding: under the tie rule a copy at a lower row
+    # ranks before the true tile and one at a higher row after, though BLAS block products
+    # of equal columns may differ in the last bit.
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(64, 256))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    g = rng.normal(size=(3000, 256))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    g[::10] = g[0]
+    true = np.full(64, 1500)  # the 151st copy
+    scorer = Scorer(Queries(text=q), g)
+    # Each pair on its own, as a dot product (equal tiles: bit-equal scores).
+    pair = np.array([(q[i] * g).sum(-1) for i in range(64)])
+    got = rank_full(scorer, true, np.arange(3000), keep=10, budget_bytes=8 * (256 + 4 * 64) * 700)
+    assert np.array_equal(got.ranks, rank_of(pair, true))
+    assert np.array_equal(got.top, order(pair)[:, :10])
+
+
 def test_reranking_touches_the_top_of_the_protocols_candidates_only() -> None:
     rng = np.random.default_rng(1)
     q = rng.normal(size=(20, 8)).astype(np.float32)

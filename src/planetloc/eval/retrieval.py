@@ -83,9 +83,23 @@ class Scorer:
             out[i] = self.against(slice(q, q + 1), self.vectors(cand[i]))[0]
         return out
 
+    def exact(self, q_idx: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """(n,) score of query ``q_idx[i]`` for gallery vector ``g[i]`` (from :meth:`vectors`),
+        each pair computed on its own, the same way wherever its tile sits: equal tiles get
+        bit-equal scores, which a BLAS block product (its kernel varies with a column's
+        position) does not promise and the tie rule needs."""
+        q_idx = np.asarray(q_idx, dtype=np.int64)
+        if self.q.text is None or self.q.view is None:
+            q = self.q.text if self.q.text is not None else self.q.view
+            return (np.asarray(q[q_idx], dtype=np.float64) * g).sum(-1)
+        out = np.empty(len(q_idx))
+        for i, q in enumerate(q_idx.tolist()):
+            out[i] = self.against(slice(q, q + 1), g[i : i + 1])[0, 0]
+        return out
+
     def true(self, qs: slice, true_rows: np.ndarray) -> np.ndarray:
-        """(nq,) score of each query for its own true row."""
-        return self.pairs(qs, np.asarray(true_rows, dtype=np.int64)[:, None])[:, 0]
+        """(nq,) score of each query for its own true row (as :meth:`exact` computes it)."""
+        return self.exact(np.arange(qs.start, qs.stop), self.vectors(true_rows))
 
 
 @dataclass
@@ -147,62 +161,100 @@ def rank_full(
     The gallery is the outer loop: each block of it is read and converted once, then scored
     against every query chunk; a query keeps a count of the tiles beating its true tile and
     its best ``head`` so far (queries x head, a few MB for tens of thousands of queries).
+    Block scores are BLAS products, which may differ from a pair's own score in the last
+    bits: tiles within ``NEAR_TIE`` of a true tile's score, and the final top lists, are
+    scored again pair by pair (:meth:`Scorer.exact`), so that copies of the true tile and
+    exact ties fall on the side the tie rule puts them.
     """
     true_rows = np.asarray(true_rows, dtype=np.int64)
     rows = np.asarray(gallery_rows, dtype=np.int64)
     nq, ng = len(true_rows), len(rows)
     head = min(ng, max(keep, rerank.top if rerank else 0, 1))
+    if nq == 0:
+        return Ranking(np.zeros(0, np.int64), np.zeros((0, min(keep, head)), np.int64), ng)
     g_chunk, q_chunk = _blocks(budget_bytes, nq, ng, scorer.gallery.shape[1])
     true_scores = np.empty(nq)
     for q0 in range(0, nq, q_chunk):
         qs = slice(q0, min(nq, q0 + q_chunk))
         true_scores[qs] = scorer.true(qs, true_rows[qs])
     check_finite(true_scores)
+    slack = NEAR_TIE * np.maximum(1.0, np.abs(true_scores))
     better = np.zeros(nq, dtype=np.int64)
     # Padding that any real score displaces (-inf sorts last); every slot is real at the end,
     # since the gallery holds at least ``head`` tiles.
     run_rows = np.full((nq, head), -1, dtype=np.int64)
     run_vals = np.full((nq, head), -np.inf)
-    bar = tqdm(total=ng, desc=progress, unit="tile", unit_scale=True, disable=progress is None)
-    for g0 in range(0, ng, g_chunk):
-        g_rows = rows[g0 : g0 + g_chunk]
-        g = scorer.vectors(g_rows)
-        for q0 in range(0, nq, q_chunk):
-            qs = slice(q0, min(nq, q0 + q_chunk))
-            s = scorer.against(qs, g)
-            if not np.isfinite(s).all():
-                check_finite(s)
-            t, t_rows = true_scores[qs, None], true_rows[qs, None]
-            better[qs] += np.count_nonzero(s > t, axis=1)
-            tied = s == t
-            if tied.any():
-                better[qs] += np.count_nonzero(tied & (g_rows[None, :] < t_rows), axis=1)
-            # The true tile never beats itself, though its score in the block (a BLAS product)
-            # may exceed ``true_scores`` (a dot product computed apart) in the last bit.
-            here, col = _own_columns(g_rows, t_rows[:, 0])
-            better[q0 + here] -= s[here, col] > t[here, 0]
-            vals, cand = _entrants(s, g_rows, run_vals[qs], head)
-            vals = np.concatenate([run_vals[qs], vals], axis=1)
-            cand = np.concatenate([run_rows[qs], cand], axis=1)
-            best = np.lexsort((cand, -vals), axis=1)[:, :head]
-            run_rows[qs] = np.take_along_axis(cand, best, axis=1)
-            run_vals[qs] = np.take_along_axis(vals, best, axis=1)
-        bar.update(len(g_rows))
-    bar.close()
+    with tqdm(
+        total=ng, desc=progress, unit="tile", unit_scale=True, disable=progress is None
+    ) as bar:
+        for g0 in range(0, ng, g_chunk):
+            g_rows = rows[g0 : g0 + g_chunk]
+            g = scorer.vectors(g_rows)
+            for q0 in range(0, nq, q_chunk):
+                qs = slice(q0, min(nq, q0 + q_chunk))
+                s = scorer.against(qs, g)
+                if not np.isfinite(s).all():
+                    check_finite(s)
+                lo = (true_scores[qs] - slack[qs])[:, None]
+                hi = (true_scores[qs] + slack[qs])[:, None]
+                above = np.count_nonzero(s > hi, axis=1)
+                better[qs] += above
+                # Few queries have near tiles in a block (their true tile, its copies): only
+                # their rows are searched for them.
+                nr = np.flatnonzero(np.count_nonzero(s >= lo, axis=1) > above)
+                if len(nr):
+                    sub = s[nr]
+                    rr, c = np.nonzero((sub >= lo[nr]) & (sub <= hi[nr]))
+                    better[qs] += _near_winners(
+                        scorer, qs, nr[rr], g[c], g_rows[c], true_scores, true_rows
+                    )
+                vals, cand = _entrants(s, g_rows, run_vals[qs], head)
+                vals = np.concatenate([run_vals[qs], vals], axis=1)
+                cand = np.concatenate([run_rows[qs], cand], axis=1)
+                best = np.lexsort((cand, -vals), axis=1)[:, :head]
+                run_rows[qs] = np.take_along_axis(cand, best, axis=1)
+                run_vals[qs] = np.take_along_axis(vals, best, axis=1)
+            bar.update(len(g_rows))
     ranks = np.zeros(nq, dtype=np.int64)
     for q0 in range(0, nq, q_chunk):
         qs = slice(q0, min(nq, q0 + q_chunk))
-        ordered = rerank.apply(qs, run_rows[qs], run_vals[qs]) if rerank else run_rows[qs]
+        top, vals = _rescored(scorer, q0, run_rows[qs])
+        ordered = rerank.apply(qs, top, vals) if rerank else top
         ranks[qs] = _ranks_from(ordered, true_rows[qs], better[qs])
         run_rows[qs] = ordered
     return Ranking(ranks=ranks, top=run_rows[:, :keep], candidates=ng)
 
 
-def _own_columns(g_rows: np.ndarray, t_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(queries, columns) of the queries whose true row is in the sorted block ``g_rows``."""
-    col = np.minimum(np.searchsorted(g_rows, t_rows), len(g_rows) - 1)
-    here = np.flatnonzero(g_rows[col] == t_rows)
-    return here, col[here]
+# Block and pair scores of unit vectors differ by about 1e-15; tiles this close to a true
+# tile's score (relative to scores above 1) are settled by its own pair score.
+NEAR_TIE = 1e-9
+
+
+def _near_winners(
+    scorer: Scorer,
+    qs: slice,
+    r: np.ndarray,
+    g: np.ndarray,
+    g_rows: np.ndarray,
+    true_scores: np.ndarray,
+    true_rows: np.ndarray,
+) -> np.ndarray:
+    """Per query of the chunk ``qs``: how many of its near tiles (chunk-local query ``r[i]``,
+    vector ``g[i]``, row ``g_rows[i]``) beat its true tile by pair scores; the true tile
+    itself never does."""
+    q = qs.start + r
+    exact, t, t_row = scorer.exact(q, g), true_scores[q], true_rows[q]
+    wins = ((exact > t) | ((exact == t) & (g_rows < t_row))) & (g_rows != t_row)
+    return np.bincount(r, weights=wins, minlength=qs.stop - qs.start).astype(np.int64)
+
+
+def _rescored(scorer: Scorer, q0: int, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top lists of the queries from ``q0`` re-ordered by pair scores (ties by row)."""
+    nq, k = top.shape
+    q = np.repeat(np.arange(q0, q0 + nq), k)
+    vals = scorer.exact(q, scorer.vectors(top.ravel())).reshape(nq, k)
+    order = np.lexsort((top, -vals), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 # Past this many entrants per list place, selecting the block's top is cheaper than gathering.
