@@ -252,11 +252,14 @@ def evaluate_model(
     examples: int = 3,
     model_info: dict[str, Any] | None = None,
     text_cache: Path | None = None,
+    table: SampleTable | None = None,
 ) -> dict[str, Any]:
     """The evaluation report of ``model`` on every evaluation set of ``data`` (see module).
 
     ``text_cache``: a folder where a frozen text trunk's features of the queries are kept,
     so that every model sharing that trunk (ablations, seeds, recipes) computes them once.
+    ``table``: ``evaluation_table(data)`` when the caller has read it (at a million rows it
+    takes minutes and over a GB to read).
     """
     from planetloc.index.store import BuildOptions, build_index, open_vectors
 
@@ -267,7 +270,7 @@ def evaluate_model(
     query = query or model.cfg.query
     joint_score = joint_score or model.cfg.joint_score
     check_query(model, query, joint_score)
-    table = evaluation_table(data)
+    table = evaluation_table(data) if table is None else table
     sets = evaluation_sets(table)
     query_rows = np.unique(np.concatenate([s.queries for s in sets]))
     has_text = query in ("text", "joint")

@@ -49,6 +49,7 @@ def run_evaluation(
     check_name(name)  # before any work: the report's files are named by it
     loaded = loaded or (trained(checkpoint) if checkpoint else zero_shot(backbone, data))
     alpha, source = alpha_for(loaded, rerank_alpha)
+    table = evaluation_table(data)  # read once: the report's figures need it too
     report = evaluate_model(
         loaded.model,
         data,
@@ -65,10 +66,11 @@ def run_evaluation(
         progress=progress,
         model_info=loaded.info,
         text_cache=cache_root(data, text_cache),
+        table=table,
     )
     # What the run chose on its val split (None when it chose nothing): part of the schema.
     report["selection"] = loaded.selection or None
-    write_report(report, evaluation_table(data), out, name=name)
+    write_report(report, table, out, name=name)
     return report
 
 
