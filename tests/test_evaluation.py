@@ -298,6 +298,29 @@ def test_evaluate_with_fewer_gallery_tiles_than_k_and_m(
     assert world["full"]["R@10"] == 100.0  # every query's tile is within its 4 candidates
 
 
+def test_evaluation_reads_its_table_once(
+    small_world: Manifest, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import planetloc.eval.evaluate as evaluate
+    import planetloc.workflows.evaluation as workflow
+    from planetloc.eval.protocols import evaluation_table
+
+    reads: list[str] = []
+
+    def counted(data):
+        reads.append(str(data))
+        return evaluation_table(data)
+
+    monkeypatch.setattr(evaluate, "evaluation_table", counted)
+    monkeypatch.setattr(workflow, "evaluation_table", counted)
+    data = _tiny_dataset(tmp_path / "d", small_world, 4)
+    workflow.run_evaluation(
+        str(data), str(tmp_path / "ev"), checkpoint=str(tiny_checkpoint), progress=False
+    )
+    # A million-row table takes minutes and over a GB: the report reuses the evaluation's.
+    assert len(reads) == 1 and (tmp_path / "ev" / "eval.json").is_file()
+
+
 def test_zero_shot_evaluation_and_the_runs_own_alpha(
     small_world: Manifest, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
