@@ -314,6 +314,11 @@ def test_evaluation_reads_its_table_once(
     monkeypatch.setattr(evaluate, "evaluation_table", counted)
     monkeypatch.setattr(workflow, "evaluation_table", counted)
     data = _tiny_dataset(tmp_path / "d", small_world, 4)
+    with pytest.raises(PlanetlocError, match="--m must be at least 1"):
+        workflow.run_evaluation(
+            str(data), str(tmp_path / "ev"), checkpoint=str(tiny_checkpoint), m=0, progress=False
+        )
+    assert reads == []  # a bad option is refused before the table is read
     workflow.run_evaluation(
         str(data), str(tmp_path / "ev"), checkpoint=str(tiny_checkpoint), progress=False
     )

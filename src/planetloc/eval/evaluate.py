@@ -208,6 +208,20 @@ def check_query(model: Any, query: str, joint_score: str) -> None:
         raise PlanetlocError("this model was not trained on street images (model.query=text)")
 
 
+def check_options(
+    model: Any, m: int, nearest: str, query: str | None, joint_score: str | None
+) -> tuple[str, str]:
+    """Refuse bad evaluation options before any work; the query kind and joint score used."""
+    if m < 1:
+        raise PlanetlocError(f"--m must be at least 1, got {m}")
+    if nearest not in ("planetloc", "cvg-text"):
+        raise PlanetlocError(f"--nearest must be planetloc or cvg-text, got {nearest!r}")
+    query = query or model.cfg.query
+    joint_score = joint_score or model.cfg.joint_score
+    check_query(model, query, joint_score)
+    return query, joint_score
+
+
 def _subset(queries: Queries, positions: np.ndarray) -> Queries:
     return queries.take(positions)
 
@@ -263,13 +277,7 @@ def evaluate_model(
     """
     from planetloc.index.store import BuildOptions, build_index, open_vectors
 
-    if m < 1:
-        raise PlanetlocError(f"--m must be at least 1, got {m}")
-    if nearest not in ("planetloc", "cvg-text"):
-        raise PlanetlocError(f"--nearest must be planetloc or cvg-text, got {nearest!r}")
-    query = query or model.cfg.query
-    joint_score = joint_score or model.cfg.joint_score
-    check_query(model, query, joint_score)
+    query, joint_score = check_options(model, m, nearest, query, joint_score)
     table = evaluation_table(data) if table is None else table
     sets = evaluation_sets(table)
     query_rows = np.unique(np.concatenate([s.queries for s in sets]))

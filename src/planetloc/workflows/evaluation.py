@@ -9,7 +9,7 @@ from typing import Any
 from planetloc.atomic import write_text
 from planetloc.data.caches import cache_root
 from planetloc.devices import pick_device
-from planetloc.eval.evaluate import default_index_dir, evaluate_model
+from planetloc.eval.evaluate import check_options, default_index_dir, evaluate_model
 from planetloc.eval.protocols import evaluation_table
 from planetloc.eval.report import check_name, write_report
 from planetloc.workflows.models import ModelForEvaluation, trained, zero_shot
@@ -49,7 +49,10 @@ def run_evaluation(
     check_name(name)  # before any work: the report's files are named by it
     loaded = loaded or (trained(checkpoint) if checkpoint else zero_shot(backbone, data))
     alpha, source = alpha_for(loaded, rerank_alpha)
-    table = evaluation_table(data)  # read once: the report's figures need it too
+    # Options are refused before the table is read (minutes at a million rows), and it is
+    # read once: the report's figures need it too.
+    check_options(loaded.model, m, nearest, query, joint_score)
+    table = evaluation_table(data)
     report = evaluate_model(
         loaded.model,
         data,
