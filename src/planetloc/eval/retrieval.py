@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from planetloc.eval.metrics import MISSING, rank_in_candidates
+from planetloc.index.search import exact_dot
 from planetloc.ranking import check_finite, top_k
 
 DEFAULT_BUDGET_BYTES = 1 << 30
@@ -91,7 +92,7 @@ class Scorer:
         q_idx = np.asarray(q_idx, dtype=np.int64)
         if self.q.text is None or self.q.view is None:
             q = self.q.text if self.q.text is not None else self.q.view
-            return (np.asarray(q[q_idx], dtype=np.float64) * g).sum(-1)
+            return exact_dot(g, q[q_idx])
         out = np.empty(len(q_idx))
         for i, q in enumerate(q_idx.tolist()):
             out[i] = self.against(slice(q, q + 1), g[i : i + 1])[0, 0]
